@@ -1,0 +1,43 @@
+// Test support: real servers for integration tests, and scratch folders. Integration tests get
+// PostgreSQL from CHANNELD_TEST_PG (a libpq conninfo to a cluster scripts/test.sh started);
+// when it is unset they skip, unless CHANNELD_REQUIRE_SERVERS=1 (set by scripts/test.sh and CI),
+// where a missing server is a failure, so CI can never pass by skipping.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+namespace channeld::testing {
+
+// The repository root (for samples, templates, scripts).
+std::filesystem::path source_dir();
+// The built channeld binary.
+std::filesystem::path channeld_binary();
+
+// A fresh, empty database named `name` on the test cluster (dropped first if it exists), as a
+// libpq conninfo. Returns "" and marks the test skipped (or failed, see above) without a cluster.
+std::string fresh_database(const std::string& name);
+
+// Call at the top of a test needing a server it could not find: skips or fails, see above.
+void missing_server(const std::string& what);
+
+// A folder under the system temp dir, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& child) const { return path_ / child; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+void write_file(const std::filesystem::path& path, const std::string& content);
+std::string read_file(const std::filesystem::path& path);
+
+}  // namespace channeld::testing

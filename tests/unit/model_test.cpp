@@ -1,0 +1,50 @@
+#include <gtest/gtest.h>
+
+#include "model/model.hpp"
+
+namespace channeld {
+namespace {
+
+TEST(Money, ParsesDecimalStringsIntoMinorUnits) {
+  EXPECT_EQ(parse_minor_units("5000.00", "x"), 500000);
+  EXPECT_EQ(parse_minor_units("12", "x"), 1200);
+  EXPECT_EQ(parse_minor_units("0.5", "x"), 50);
+  EXPECT_EQ(parse_minor_units("0.05", "x"), 5);
+}
+
+TEST(Money, RefusesAmountsThatAreNotPlainDecimals) {
+  for (const char* bad : {"", "-1", "1e3", "1.005", ".5", "5.", "1,000.00", " 5", "abc"}) {
+    EXPECT_THROW(parse_minor_units(bad, "claims.csv:3: amount_claimed"), InputError) << bad;
+  }
+}
+
+TEST(Money, ErrorNamesWhereTheAmountCameFrom) {
+  try {
+    parse_minor_units("1.234", "claims.csv:3: amount_claimed");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.where(), "claims.csv:3: amount_claimed");
+    EXPECT_NE(std::string(e.what()).find("1.234"), std::string::npos);
+  }
+}
+
+TEST(Money, FormatsMinorUnitsWithTwoDecimals) {
+  EXPECT_EQ(format_minor_units(123456), "1234.56");
+  EXPECT_EQ(format_minor_units(5), "0.05");
+  EXPECT_EQ(format_minor_units(-5), "-0.05");
+  EXPECT_EQ(format_minor_units(0), "0.00");
+}
+
+TEST(Tiers, RoundTripThroughTheirNames) {
+  for (auto name : {"registered", "silver", "gold", "platinum"}) {
+    auto t = tier_from_string(name);
+    ASSERT_TRUE(t.has_value());
+    EXPECT_EQ(to_string(*t), name);
+  }
+  EXPECT_FALSE(tier_from_string("diamond").has_value());
+  EXPECT_EQ(partner_type_from_string("msp"), PartnerType::msp);
+  EXPECT_FALSE(partner_type_from_string("MSP").has_value());
+}
+
+}  // namespace
+}  // namespace channeld
