@@ -1,7 +1,4 @@
-// The channeld binary (skeleton).
-#include <cstdio>
+// The channeld binary: parse nothing, pick nothing: the CLI in app/ does both.
+#include "app/cli.hpp"
 
-int main() {
-  std::puts("channeld 0.1.0");
-  return 0;
-}
+int main(int argc, char** argv) { return channeld::app::run_cli(argc, argv); }

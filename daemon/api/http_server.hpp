@@ -1,0 +1,107 @@
+// api: channeld's HTTP endpoints on `http.listen`. Two pieces, kept apart as in the Asio HTTP
+// server example: `Routes` is a plain function from Request to Response (routing, status codes,
+// JSON bodies) that never touches a socket, and `HttpServer` moves requests between cpp-httplib
+// and Routes (sockets, timeouts, body limits, worker threads).
+//
+// It may call metrics and the callbacks it is given; it never calls the database itself: the app
+// passes callbacks that do, and decides which thread pays for them.
+//
+// Threads: HttpServer runs httplib's accept loop on a thread of its own and serves each
+// connection on one of httplib's worker threads, so a slow client or a slow database callback
+// never runs on the Asio I/O thread that drives SMTP. Routes is called concurrently from those
+// workers: it holds no mutable state, and its callbacks must be thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "metrics/metrics.hpp"
+#include "store/store.hpp"
+
+namespace channeld::api {
+
+struct Request {
+  std::string method;                          // "GET", "HEAD", "POST", ...
+  std::string path;                            // decoded, without the query string
+  std::map<std::string, std::string> query;    // first value of each parameter
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+  std::map<std::string, std::string> headers;  // beyond Content-Type and Content-Length
+};
+
+// {"error": message} with the given status: every error this API returns has this shape.
+Response json_error(int status, std::string_view message);
+
+class Routes {
+ public:
+  // True when the database is reachable and its schema is current. May block on the database;
+  // a throw counts as not ready, with the exception's text as the reason.
+  using Readiness = std::function<bool()>;
+  // Delivery counts per (kit, partner, state), straight from the store.
+  using DeliveryCounts = std::function<std::vector<store::DeliveryCount>()>;
+
+  Routes(Readiness ready, metrics::Registry& metrics, DeliveryCounts delivery_counts);
+
+  // GET (or HEAD) /healthz, /readyz, /metrics and /v1/deliveries; anything else is a JSON 404,
+  // or 405 with an Allow header for a known path and another method.
+  Response handle(const Request& request) const;
+
+ private:
+  Response readyz() const;
+  Response deliveries() const;
+
+  Readiness ready_;
+  metrics::Registry& metrics_;
+  DeliveryCounts delivery_counts_;
+};
+
+// `http.listen` split into its parts: "127.0.0.1:8025", "[::1]:8025", "localhost:0".
+struct ListenAddress {
+  std::string host;
+  int port = 0;
+};
+// Throws InputError naming http.listen unless `text` is host:port with a port in 0..65535.
+ListenAddress parse_listen(std::string_view text);
+
+class HttpServer {
+ public:
+  static constexpr std::size_t kMaxBodyBytes = 1024 * 1024;  // larger bodies get 413
+
+  // Binds now, so a bad or busy address fails at start-up rather than on a background thread:
+  // InputError for a malformed address, std::runtime_error naming http.listen if the bind fails.
+  // Port 0 binds an ephemeral port; port() tells which.
+  HttpServer(const std::string& listen, Routes routes);
+  ~HttpServer();  // stop()
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  int port() const { return port_; }
+
+  // Starts accepting on a thread of its own. Call once.
+  void start();
+  // Closes the listening socket, lets requests in flight finish (an idle keep-alive connection
+  // is dropped within the keep-alive timeout), and joins. Idempotent; safe without start().
+  void stop();
+
+ private:
+  class Listener;  // httplib::Server, plus a way to close its socket before it runs
+
+  Routes routes_;
+  std::unique_ptr<Listener> server_;
+  int port_ = 0;
+  std::thread listener_;  // runs httplib's accept loop
+};
+
+}  // namespace channeld::api

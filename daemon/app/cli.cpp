@@ -1,0 +1,238 @@
+#include "app/cli.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app/daemon.hpp"
+#include "app/snapshot.hpp"
+#include "catalog/catalog.hpp"
+#include "render/render.hpp"
+#include "schedule/schedule.hpp"
+#include "store/store.hpp"
+
+namespace channeld::app {
+
+namespace {
+
+constexpr int kOk = 0;
+constexpr int kRuntimeFailure = 1;
+constexpr int kUsage = 2;
+constexpr const char* kDefaultConfig = "/etc/channeld/channeld.toml";
+
+constexpr const char* kHelp = R"(channeld: through-channel marketing daemon
+
+usage:
+  channeld [--config FILE] [--until-idle]   run the daemon (default config: /etc/channeld/channeld.toml)
+  channeld check-config [--config FILE]     validate config, partners and kits; exit 0 or print errors
+  channeld migrate [--config FILE]          apply database migrations and exit
+  channeld kits [--config FILE]             list kits: id, version, state, last error
+  channeld preview --kit ID --partner ID [--contact EMAIL] [--step ID] [--out DIR] [--config FILE]
+                                            render one message to DIR (.eml and .html) without sending
+  channeld --version | --help
+
+options:
+  --config FILE   the configuration file
+  --until-idle    run until nothing is due within two minutes, print a delivery summary, exit
+
+exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid input
+)";
+
+// "--flag value" options and bare flags after the verb. Unknown options are usage errors.
+class Args {
+ public:
+  Args(std::vector<std::string> args, std::vector<std::string> with_value,
+       std::vector<std::string> bare) {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      const std::string& a = args[i];
+      if (std::find(bare.begin(), bare.end(), a) != bare.end()) {
+        values_[a] = "";
+      } else if (std::find(with_value.begin(), with_value.end(), a) != with_value.end()) {
+        if (i + 1 >= args.size()) throw InputError("", a + " needs a value");
+        values_[a] = args[++i];
+      } else {
+        throw InputError("", "unknown option '" + a + "' (see channeld --help)");
+      }
+    }
+  }
+  std::optional<std::string> get(const std::string& name) const {
+    auto it = values_.find(name);
+    if (it == values_.end()) return std::nullopt;
+    return it->second;
+  }
+  bool has(const std::string& name) const { return values_.count(name) != 0; }
+  std::string config() const { return get("--config").value_or(kDefaultConfig); }
+  std::string required(const std::string& name) const {
+    auto v = get(name);
+    if (!v || v->empty()) throw InputError("", name + " is required (see channeld --help)");
+    return *v;
+  }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+SysTime now() {
+  return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
+}
+
+int check_config(const Args& args) {
+  Config config = catalog::load_config(args.config());
+  std::vector<std::string> problems;
+  auto snapshot = load_snapshot(config, nullptr, now(), problems);
+  for (const auto& p : problems) std::fprintf(stderr, "%s\n", p.c_str());
+  std::size_t live = 0;
+  for (const auto& [id, entry] : snapshot->kits)
+    if (entry.state != KitState::refused) ++live;
+  std::printf("%s: %zu partners, %zu of %zu kits valid%s\n", args.config().c_str(),
+              snapshot->partners.partners.size(), live, snapshot->kits.size(),
+              problems.empty() ? "" : "; problems above");
+  return problems.empty() ? kOk : kUsage;
+}
+
+int migrate(const Args& args) {
+  Config config = catalog::load_config(args.config());
+  store::Store store(config.database_url, 1);
+  auto applied = store.migrate();
+  if (applied.empty()) {
+    std::printf("schema is up to date (version %d)\n", store.schema_version());
+  } else {
+    for (int v : applied) std::printf("applied migration %d\n", v);
+  }
+  return kOk;
+}
+
+int kits(const Args& args) {
+  Config config = catalog::load_config(args.config());
+  store::Store store(config.database_url, 1);
+  auto rows = store.kit_states();
+  if (rows.empty()) {
+    std::printf("no kits recorded yet: the daemon records kits when it loads them\n");
+    return kOk;
+  }
+  std::printf("%-28s %-8s %-9s %s\n", "KIT", "VERSION", "STATE", "LAST ERROR");
+  for (const auto& r : rows)
+    std::printf("%-28s %-8d %-9s %s\n", r.kit_id.c_str(), r.version, r.state.c_str(),
+                r.error.c_str());
+  return kOk;
+}
+
+std::optional<Contact> find_contact(const std::string& path, const std::optional<std::string>& email) {
+  catalog::ContactReader reader(path);
+  while (auto c = reader.next()) {
+    if (!email || c->email == *email) return c;
+  }
+  return std::nullopt;
+}
+
+int preview(const Args& args) {
+  Config config = catalog::load_config(args.config());
+  const std::string kit_id = args.required("--kit");
+  const std::string partner_id = args.required("--partner");
+  std::string secret;
+  if (!config.http.link_secret_file.empty())
+    secret = read_secret(config.http.link_secret_file, "http.link_secret_file");
+  auto partners = catalog::load_partners(config.paths.partners);
+  auto it = partners.partners.find(partner_id);
+  if (it == partners.partners.end())
+    throw InputError("--partner", "no partner '" + partner_id + "' in " + config.paths.partners);
+  const Partner& partner = it->second;
+  auto valid = catalog::validate_kit(config.paths.campaigns + "/" + kit_id, config, partners, secret);
+  if (auto why = schedule::ineligibility(valid.kit, partner))
+    std::fprintf(stderr, "note: partner %s would get nothing from this kit: %s\n",
+                 partner_id.c_str(), why->c_str());
+
+  auto email = args.get("--contact");
+  if (email) {
+    std::transform(email->begin(), email->end(), email->begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  }
+  auto contact = find_contact(partner.contacts_file, email);
+  if (!contact)
+    throw InputError("--contact", email ? "no contact " + *email + " in " + partner.contacts_file
+                                        : partner.contacts_file + " has no contacts");
+
+  const Step* step = nullptr;
+  auto step_id = args.get("--step");
+  for (const auto& s : valid.kit.steps) {
+    if (s.channel != Channel::email) continue;
+    if (!step_id || s.id == *step_id) {
+      step = &s;
+      break;
+    }
+  }
+  if (step == nullptr)
+    throw InputError("--step", step_id ? "kit has no email step '" + *step_id + "'"
+                                       : "kit has no email step");
+
+  const render::Context ctx{&config, &valid.kit, &partner, secret};
+  auto message = render::render_email(
+      *valid.templates, *step, ctx, *contact,
+      store::idempotency_key(valid.kit.id, step->id, partner.id, contact->email), now());
+  const std::filesystem::path out = args.get("--out").value_or(".");
+  std::filesystem::create_directories(out);
+  const std::string stem = valid.kit.id + "-" + step->id + "-" + partner.id;
+  std::ofstream(out / (stem + ".eml"), std::ios::binary) << message.mime;
+  std::ofstream(out / (stem + ".html"), std::ios::binary) << message.html;
+  std::printf("%s\n%s\nSubject: %s\nTo: %s\n", (out / (stem + ".eml")).c_str(),
+              (out / (stem + ".html")).c_str(), message.subject.c_str(), contact->email.c_str());
+  return kOk;
+}
+
+int run(const Args& args) {
+  DaemonOptions options;
+  options.config_path = args.config();
+  options.until_idle = args.has("--until-idle");
+  if (auto owner = args.get("--owner")) options.owner = *owner;
+  return run_daemon(options);
+}
+
+int dispatch(const std::vector<std::string>& argv) {
+  if (!argv.empty() && (argv[0] == "--version" || argv[0] == "version")) {
+    std::printf("channeld %s\n", CHANNELD_VERSION);
+    return kOk;
+  }
+  if (!argv.empty() && (argv[0] == "--help" || argv[0] == "-h" || argv[0] == "help")) {
+    std::fputs(kHelp, stdout);
+    return kOk;
+  }
+  const bool has_verb = !argv.empty() && argv[0].rfind("--", 0) != 0;
+  const std::string verb = has_verb ? argv[0] : "run";
+  std::vector<std::string> rest(argv.begin() + (has_verb ? 1 : 0), argv.end());
+  if (verb == "run") return run(Args(rest, {"--config", "--owner"}, {"--until-idle"}));
+  if (verb == "check-config") return check_config(Args(rest, {"--config"}, {}));
+  if (verb == "migrate") return migrate(Args(rest, {"--config"}, {}));
+  if (verb == "kits") return kits(Args(rest, {"--config"}, {}));
+  if (verb == "preview")
+    return preview(Args(rest, {"--config", "--kit", "--partner", "--contact", "--step", "--out"}, {}));
+  if (verb == "report" || verb == "claims" || verb == "token") {
+    std::fprintf(stderr, "channeld %s: not available in this version yet\n", verb.c_str());
+    return kUsage;
+  }
+  throw InputError("", "unknown command '" + verb + "' (see channeld --help)");
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  setup_logging();
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    return dispatch(args);
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "channeld: %s\n", e.what());
+    return kUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "channeld: %s\n", e.what());
+    return kRuntimeFailure;
+  }
+}
+
+}  // namespace channeld::app

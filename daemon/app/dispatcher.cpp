@@ -1,0 +1,398 @@
+#include "app/dispatcher.hpp"
+
+#include <boost/asio/post.hpp>
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "render/render.hpp"
+#include "schedule/schedule.hpp"
+
+namespace channeld::app {
+
+namespace asio = boost::asio;
+
+namespace {
+
+// Hold at most this many leased rows per claim batch size: enough to keep the connector busy
+// while the next batch is claimed and rendered, few enough that a crash strands little.
+constexpr std::size_t kInHandBatches = 2;
+// Verdicts are written in batches; a partial batch waits at most this long.
+constexpr auto kFlushDelay = std::chrono::milliseconds(20);
+constexpr std::size_t kFlushSize = 250;
+// With nothing due, look for new rows (from a planner in another daemon) this often.
+constexpr auto kIdlePoll = std::chrono::seconds(1);
+constexpr auto kStoreRetry = std::chrono::seconds(2);
+
+Contact contact_from_json(const std::string& text) {
+  auto j = nlohmann::json::parse(text);
+  Contact c;
+  c.email = j.at("email").get<std::string>();
+  c.first_name = j.value("first_name", "");
+  c.last_name = j.value("last_name", "");
+  c.company = j.value("company", "");
+  if (j.contains("extra")) c.extra = j.at("extra").get<std::map<std::string, std::string>>();
+  return c;
+}
+
+store::Outcome outcome(std::int64_t id, store::OutcomeKind kind, std::string detail) {
+  store::Outcome o;
+  o.id = id;
+  o.kind = kind;
+  o.detail = std::move(detail);
+  return o;
+}
+
+std::string_view state_label(store::OutcomeKind kind) {
+  switch (kind) {
+    case store::OutcomeKind::sent: return "sent";
+    case store::OutcomeKind::retry: return "retry";
+    case store::OutcomeKind::failed: return "failed";
+    case store::OutcomeKind::bounced: return "bounced";
+    case store::OutcomeKind::suppressed: return "suppressed";
+    case store::OutcomeKind::expired: return "expired";
+    case store::OutcomeKind::deferred: return "deferred";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+Dispatcher::Dispatcher(asio::io_context& io, asio::thread_pool& db_pool, store::Store& store,
+                       SnapshotHolder& snapshots, deliver::EmailConnector& connector,
+                       metrics::Registry& metrics, Clock clock, std::string owner)
+    : io_(io),
+      db_pool_(db_pool),
+      store_(store),
+      snapshots_(snapshots),
+      connector_(connector),
+      metrics_(metrics),
+      clock_(std::move(clock)),
+      owner_(std::move(owner)),
+      limits_(0, 0, 0),
+      claim_timer_(io),
+      pace_timer_(io),
+      flush_timer_(io),
+      grace_timer_(io) {
+  const Config& config = snapshots_.get()->config;
+  batch_size_ = static_cast<std::size_t>(config.delivery.batch_size);
+  lease_ = config.delivery.lease;
+  max_attempts_ = config.delivery.max_attempts;
+  backoff_base_ = config.delivery.backoff_base;
+  backoff_max_ = config.delivery.backoff_max;
+  limits_ = deliver::RateLimits(config.limits.messages_per_second,
+                                config.limits.per_partner_per_second,
+                                config.limits.per_domain_per_second);
+}
+
+void Dispatcher::start() { asio::post(io_, [this] { claim(); }); }
+
+void Dispatcher::poke() {
+  asio::post(io_, [this] {
+    last_claim_empty_ = false;
+    claim_timer_.cancel();
+    claim();
+  });
+}
+
+void Dispatcher::claim() {
+  if (stopping_ || claiming_ || in_hand_ >= kInHandBatches * batch_size_) return;
+  claiming_ = true;
+  asio::post(db_pool_, [this] {
+    const SysTime now = clock_();
+    try {
+      auto rows = store_.claim(owner_, batch_size_, now, lease_);
+      Prepared prepared = prepare(std::move(rows), now);
+      asio::post(io_, [this, p = std::move(prepared)]() mutable { on_claimed(std::move(p)); });
+    } catch (const std::exception& e) {
+      spdlog::error("claiming due messages failed: {}; retrying in {}s", e.what(),
+                    kStoreRetry.count());
+      asio::post(io_, [this] {
+        claiming_ = false;
+        claim_timer_.expires_after(kStoreRetry);
+        claim_timer_.async_wait([this](boost::system::error_code ec) {
+          if (!ec) claim();
+        });
+        check_stopped();
+      });
+    }
+  });
+}
+
+// Runs on the database pool: decides what each leased row needs and renders the ones to send.
+Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows,
+                                         SysTime now) const {
+  using store::OutcomeKind;
+  Prepared out;
+  out.claimed = rows.size();
+  const auto snapshot = snapshots_.get();
+  // Template data for a (kit, partner) pair is built once per batch, not once per message.
+  std::map<std::pair<const Kit*, const Partner*>, render::Context> contexts;
+  for (auto& row : rows) {
+    if (row.reclaimed) ++out.reclaimed;
+    if (row.suppressed) {
+      out.settled.push_back(outcome(row.id, OutcomeKind::suppressed, "address is suppressed"));
+      continue;
+    }
+    const catalog::ValidKit* kit = snapshot->live_kit(row.kit_id);
+    if (kit == nullptr) {
+      out.settled.push_back(outcome(row.id, OutcomeKind::expired, "kit is no longer live"));
+      continue;
+    }
+    const Partner* partner = snapshot->partner(row.partner_id);
+    if (partner == nullptr || !partner->active) {
+      out.settled.push_back(
+          outcome(row.id, OutcomeKind::expired, "partner is removed or suspended"));
+      continue;
+    }
+    const auto* zone = date::locate_zone(partner->timezone);
+    if (schedule::expired(kit->kit, zone, now)) {
+      out.settled.push_back(outcome(row.id, OutcomeKind::expired, "kit expired"));
+      continue;
+    }
+    const Step* step = nullptr;
+    for (const auto& s : kit->kit.steps)
+      if (s.id == row.step_id) step = &s;
+    if (step == nullptr) {
+      out.settled.push_back(outcome(row.id, OutcomeKind::expired,
+                                    "step is not in kit version " +
+                                        std::to_string(kit->kit.version)));
+      continue;
+    }
+    if (!schedule::in_window(kit->kit.schedule.window, zone, now)) {
+      auto opens = schedule::next_window_open(kit->kit.schedule.window, zone, now);
+      if (!opens) {
+        out.settled.push_back(outcome(row.id, OutcomeKind::expired, "send window never opens"));
+        continue;
+      }
+      auto o = outcome(row.id, OutcomeKind::deferred, "outside the partner's send window");
+      o.retry_at = *opens;
+      out.settled.push_back(std::move(o));
+      continue;
+    }
+    if (row.attempts > max_attempts_) {
+      out.settled.push_back(outcome(row.id, OutcomeKind::failed,
+                                    "gave up after " + std::to_string(max_attempts_) +
+                                        " attempts"));
+      continue;
+    }
+    try {
+      auto [ctx_it, fresh] = contexts.try_emplace({&kit->kit, partner});
+      if (fresh)
+        ctx_it->second =
+            render::make_context(snapshot->config, kit->kit, *partner, snapshot->link_secret);
+      const render::Context& ctx = ctx_it->second;
+      auto message = render::render_email(*kit->templates, *step, ctx,
+                                          contact_from_json(row.contact_json),
+                                          row.idempotency_key, now);
+      Ready ready;
+      ready.email.id = row.id;
+      ready.email.envelope_from = std::move(message.envelope_from);
+      ready.email.recipient = std::move(message.recipient);
+      ready.email.partner_id = row.partner_id;
+      ready.email.file_stem = row.kit_id + "-" + row.step_id + "-" + row.email;
+      ready.email.mime = std::move(message.mime);
+      ready.email.html = std::move(message.html);
+      ready.domain = row.email.substr(row.email.find('@') + 1);
+      ready.attempts = row.attempts;
+      ready.rendered_version = kit->kit.version;
+      ready.message_id = std::move(message.message_id);
+      out.ready.push_back(std::move(ready));
+    } catch (const std::exception& e) {
+      // Validation renders every template for every partner, so this is a contact whose row
+      // breaks a template: a permanent failure for this message only.
+      out.settled.push_back(outcome(row.id, OutcomeKind::failed,
+                                    std::string("cannot render: ") + e.what()));
+    }
+  }
+  return out;
+}
+
+void Dispatcher::on_claimed(Prepared prepared) {
+  claiming_ = false;
+  in_hand_ += prepared.claimed;
+  last_claim_empty_ = prepared.claimed == 0;
+  if (prepared.reclaimed > 0) {
+    // These rows were leased by a daemon that died mid-send: the server may have accepted them.
+    spdlog::warn("{} messages were leased by a daemon that stopped mid-send; re-sending them may "
+                 "deliver duplicates (counted in channeld_messages_reclaimed_total)",
+                 prepared.reclaimed);
+    metrics_.add("messages_reclaimed_total", "", prepared.reclaimed);
+  }
+  if (stopping_) {
+    // Leased rows we will not send: release() at the end of stop() returns them unchanged.
+    in_hand_ -= prepared.ready.size();
+    for (auto& o : prepared.settled) settle(std::move(o));
+    check_stopped();
+    return;
+  }
+  for (auto& o : prepared.settled) settle(std::move(o));
+  for (auto& r : prepared.ready) ready_.push_back(std::move(r));
+  pump();
+  if (prepared.claimed == batch_size_) {
+    claim();
+  } else {
+    claim_timer_.expires_after(kIdlePoll);
+    claim_timer_.async_wait([this](boost::system::error_code ec) {
+      if (!ec) claim();
+    });
+  }
+}
+
+void Dispatcher::pump() {
+  const auto now = deliver::TokenBucket::Clock::now();
+  auto shortest_wait = deliver::TokenBucket::Clock::duration::max();
+  for (auto it = ready_.begin(); it != ready_.end();) {
+    auto wait = limits_.wait(it->email.partner_id, it->domain, now);
+    if (wait > deliver::TokenBucket::Clock::duration::zero()) {
+      shortest_wait = std::min(shortest_wait, wait);
+      ++it;
+      continue;
+    }
+    limits_.take(it->email.partner_id, it->domain, now);
+    Ready ready = std::move(*it);
+    it = ready_.erase(it);
+    auto email = std::move(ready.email);
+    ready.email.id = email.id;
+    ready.email.partner_id = email.partner_id;
+    connector_.send(std::move(email), [this, r = std::move(ready)](deliver::SendResult result) {
+      on_sent(r, result);
+    });
+  }
+  if (!ready_.empty() && !pace_armed_) {
+    pace_armed_ = true;
+    pace_timer_.expires_after(shortest_wait);
+    pace_timer_.async_wait([this](boost::system::error_code) {
+      pace_armed_ = false;
+      if (!stopping_) pump();
+    });
+  }
+}
+
+void Dispatcher::on_sent(const Ready& ready, const deliver::SendResult& result) {
+  using deliver::Verdict;
+  using store::OutcomeKind;
+  metrics_.send_latency().observe(std::chrono::duration<double>(result.latency).count());
+  store::Outcome o = outcome(ready.email.id, OutcomeKind::sent, result.detail);
+  switch (result.verdict) {
+    case Verdict::sent:
+      o.message_id = ready.message_id;
+      o.rendered_version = ready.rendered_version;
+      break;
+    case Verdict::retry:
+      if (ready.attempts >= max_attempts_) {
+        o.kind = OutcomeKind::failed;
+        o.detail = "gave up after " + std::to_string(ready.attempts) + " attempts: " + o.detail;
+      } else {
+        o.kind = OutcomeKind::retry;
+        o.retry_at = clock_() + schedule::retry_delay(ready.attempts, backoff_base_, backoff_max_,
+                                                      static_cast<std::uint64_t>(ready.email.id));
+      }
+      break;
+    case Verdict::failed: o.kind = OutcomeKind::failed; break;
+    case Verdict::hard_bounce: o.kind = OutcomeKind::bounced; break;
+  }
+  settle(std::move(o));
+  check_stopped();
+}
+
+void Dispatcher::settle(store::Outcome o) {
+  metrics_.add("messages_total", metrics::label_set({{"state", state_label(o.kind)}}));
+  outcomes_.push_back(std::move(o));
+  if (outcomes_.size() >= kFlushSize) {
+    flush();
+  } else if (!flush_armed_) {
+    flush_armed_ = true;
+    flush_timer_.expires_after(kFlushDelay);
+    flush_timer_.async_wait([this](boost::system::error_code) {
+      flush_armed_ = false;
+      flush();
+    });
+  }
+}
+
+void Dispatcher::flush() {
+  if (recording_ || outcomes_.empty()) return;
+  recording_ = true;
+  std::vector<store::Outcome> batch;
+  batch.swap(outcomes_);
+  asio::post(db_pool_, [this, b = std::move(batch)]() mutable {
+    bool ok = true;
+    try {
+      store_.record(owner_, b, clock_());
+    } catch (const std::exception& e) {
+      spdlog::error("recording {} delivery outcomes failed: {}; will retry", b.size(), e.what());
+      ok = false;
+    }
+    asio::post(io_, [this, b = std::move(b), ok]() mutable { on_recorded(std::move(b), ok); });
+  });
+}
+
+void Dispatcher::on_recorded(std::vector<store::Outcome> batch, bool ok) {
+  recording_ = false;
+  if (!ok) {
+    // Never forget a verdict: put it back and try again shortly.
+    batch.insert(batch.end(), std::make_move_iterator(outcomes_.begin()),
+                 std::make_move_iterator(outcomes_.end()));
+    outcomes_.swap(batch);
+    flush_armed_ = true;
+    flush_timer_.expires_after(kStoreRetry);
+    flush_timer_.async_wait([this](boost::system::error_code) {
+      flush_armed_ = false;
+      flush();
+    });
+    return;
+  }
+  in_hand_ -= batch.size();
+  if (outcomes_.size() >= kFlushSize) flush();
+  claim();
+  check_stopped();
+}
+
+void Dispatcher::stop(std::chrono::seconds grace, std::function<void()> done) {
+  asio::post(io_, [this, grace, done = std::move(done)]() mutable {
+    if (stopping_) return;
+    stopping_ = true;
+    on_stopped_ = std::move(done);
+    claim_timer_.cancel();
+    pace_timer_.cancel();
+    // Rendered but not handed over: still leased, released below.
+    in_hand_ -= ready_.size();
+    ready_.clear();
+    grace_timer_.expires_after(grace);
+    grace_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec || connector_.in_flight() == 0) return;
+      spdlog::warn("{} messages still in flight after the shutdown grace period; cancelling",
+                   connector_.in_flight());
+      connector_.cancel_all();
+    });
+    flush();
+    check_stopped();
+  });
+}
+
+void Dispatcher::check_stopped() {
+  if (!stopping_ || released_ || claiming_ || recording_ || connector_.in_flight() > 0) return;
+  if (!outcomes_.empty()) {
+    flush();
+    return;
+  }
+  released_ = true;
+  grace_timer_.cancel();
+  flush_timer_.cancel();
+  asio::post(db_pool_, [this] {
+    try {
+      auto n = store_.release(owner_);
+      if (n > 0) spdlog::info("released {} leased messages back to the queue", n);
+    } catch (const std::exception& e) {
+      spdlog::error("releasing leased messages failed ({}); their lease expires in {}s", e.what(),
+                    lease_.count());
+    }
+    asio::post(io_, [this] {
+      if (on_stopped_) on_stopped_();
+    });
+  });
+}
+
+}  // namespace channeld::app

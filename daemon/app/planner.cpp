@@ -1,0 +1,91 @@
+#include "app/planner.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "schedule/schedule.hpp"
+
+namespace channeld::app {
+
+namespace {
+constexpr std::size_t kBatch = 2000;
+
+std::string contact_json(const Contact& c) {
+  nlohmann::json j{{"email", c.email},
+                   {"first_name", c.first_name},
+                   {"last_name", c.last_name},
+                   {"company", c.company}};
+  if (!c.extra.empty()) j["extra"] = c.extra;
+  return j.dump();
+}
+}  // namespace
+
+std::string Planner::audience_digest(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto size = fs::file_size(path, ec);
+  if (ec) return {};
+  auto mtime = fs::last_write_time(path, ec).time_since_epoch().count();
+  auto& cached = digests_[path];
+  if (std::get<2>(cached).empty() || std::get<0>(cached) != size || std::get<1>(cached) != mtime)
+    cached = {size, mtime, catalog::contacts_digest(path)};
+  return std::get<2>(cached);
+}
+
+Planner::Result Planner::run(const Snapshot& snapshot, SysTime now) {
+  Result result;
+  for (const auto& [kit_id, entry] : snapshot.kits) {
+    if (!entry.live || entry.state == KitState::expired) continue;
+    const Kit& kit = entry.live->kit;
+    for (const auto& [partner_id, partner] : snapshot.partners.partners) {
+      if (schedule::ineligibility(kit, partner)) continue;
+      const auto* zone = date::locate_zone(partner.timezone);
+      if (schedule::expired(kit, zone, now)) continue;
+      for (std::size_t i = 0; i < kit.steps.size(); ++i) {
+        const Step& step = kit.steps[i];
+        if (step.channel != Channel::email) continue;  // the webhook connector is not built yet
+        const SysTime due = schedule::step_due(kit, i, zone);
+        if (due > now) {
+          if (!result.next_due || due < *result.next_due) result.next_due = due;
+          continue;
+        }
+        const std::string digest = audience_digest(partner.contacts_file);
+        if (digest.empty()) {
+          spdlog::warn("partner {}: contacts file {} is missing; nothing queued", partner.id,
+                       partner.contacts_file);
+          continue;
+        }
+        if (store_.expanded(kit.id, step.id, partner.id, digest)) continue;
+        expand(kit, step, partner, due, digest, result);
+      }
+    }
+  }
+  return result;
+}
+
+void Planner::expand(const Kit& kit, const Step& step, const Partner& partner, SysTime due,
+                     const std::string& audience_digest, Result& result) {
+  catalog::ContactReader reader(partner.contacts_file);
+  std::vector<store::NewMessage> batch;
+  batch.reserve(kBatch);
+  std::size_t inserted = 0;
+  auto flush = [&] {
+    inserted += store_.enqueue(batch);
+    batch.clear();
+  };
+  while (auto contact = reader.next()) {
+    batch.push_back(store::NewMessage{kit.id, kit.version, step.id, partner.id, Channel::email,
+                                      contact->email, contact_json(*contact), due});
+    if (batch.size() == kBatch) flush();
+  }
+  flush();
+  for (const auto& problem : reader.problems()) spdlog::warn("{}", problem.text());
+  store_.mark_expanded(kit.id, step.id, partner.id, audience_digest);
+  result.enqueued += inserted;
+  spdlog::info("kit {} v{} step {}: queued {} messages for partner {}", kit.id, kit.version,
+               step.id, inserted, partner.id);
+}
+
+}  // namespace channeld::app

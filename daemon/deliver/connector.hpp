@@ -1,0 +1,82 @@
+// deliver/connector: how bytes leave channeld. A connector takes a rendered message and calls
+// back exactly once with a verdict. Connectors own their sockets and curl handles; what a
+// server's answer means is decided by the pure functions in deliver/verdict.hpp.
+//
+// Threads: send() and the completion callbacks run on the Asio io_context thread the connector
+// was built with. Callers on other threads post to that io_context first. A connector is
+// destroyed on that thread (a completion callback may destroy it) or after the io_context has
+// stopped, and before the io_context itself; destroying it drops the callbacks of transfers
+// still running without calling them, so call cancel_all() first to hear about every message.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "deliver/verdict.hpp"
+
+namespace channeld::deliver {
+
+struct OutgoingEmail {
+  std::int64_t id = 0;         // outbox row id, echoed in the result
+  std::string envelope_from;
+  std::string recipient;
+  std::string partner_id;      // for the outbox-folder layout
+  std::string file_stem;       // for the outbox-folder layout: "<kit>-<step>-<email>"
+  std::string mime;            // complete message, CRLF line ends
+  std::string html;            // optional: written beside the .eml by the folder connector
+};
+
+struct SendResult {
+  std::int64_t id = 0;
+  Verdict verdict = Verdict::sent;
+  long server_code = 0;        // SMTP reply code, 0 if none
+  std::string detail;          // server reply or curl error text
+  std::chrono::microseconds latency{0};
+};
+
+class EmailConnector {
+ public:
+  using Done = std::function<void(SendResult)>;
+  virtual ~EmailConnector() = default;
+  // Starts sending; `done` is called once, on the io_context thread, never from inside send().
+  virtual void send(OutgoingEmail email, Done done) = 0;
+  // Messages sent and not yet reported through `done`.
+  virtual std::size_t in_flight() const = 0;
+  // Aborts every transfer still running; each one's `done` gets Verdict::retry, from inside
+  // cancel_all().
+  virtual void cancel_all() = 0;
+};
+
+struct SmtpSettings {
+  std::string url;            // smtp://host:port (STARTTLS when offered) or smtps://host:port
+  std::string username;
+  std::string password;       // read from smtp.password_file by the caller; never logged
+  int max_connections = 16;   // transfers at once; connections are reused between messages
+  std::chrono::seconds timeout{60};
+  bool require_tls = false;   // smtp:// with a username: refuse to send AUTH in clear
+};
+
+// SMTP through libcurl's multi-socket API, driven by the io_context (no thread per message).
+// At most max_connections transfers run at once, each on a connection kept open and reused for
+// the next message; sends beyond that wait in order. Throws std::runtime_error if libcurl cannot
+// be set up as asked (a start-up error).
+// One libcurl limitation shapes where this runs: its SMTP "done" phase waits for the reply to
+// the final "." by blocking (curl issue #8555, "More non-blocking" in curl's TODO), so each
+// message holds the io_context thread until the relay answers, bounded by `timeout`. Give the
+// SMTP connector an io_context and thread of its own, so a slow relay cannot stall the rest.
+std::unique_ptr<EmailConnector> make_smtp_connector(boost::asio::io_context& io,
+                                                    SmtpSettings settings);
+
+// Writes each message as <dir>/<partner_id>/<file_stem>.eml (and .html) instead of sending:
+// the `paths.outbox` mode, for previews and the quick start. Files are written inside send()
+// (blocking the io_context briefly), through a temporary name and a rename; the result is
+// posted. A file error is Verdict::retry.
+std::unique_ptr<EmailConnector> make_folder_connector(boost::asio::io_context& io,
+                                                      std::string dir);
+
+}  // namespace channeld::deliver

@@ -1,0 +1,528 @@
+#include "render/render.hpp"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+// GCC 12 reports a "potential null pointer dereference" inside std::vector::insert as
+// instantiated by kainjow's context class: a false positive from its middle end, in code we do
+// not own.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnull-dereference"
+#include <kainjow/mustache.hpp>
+#pragma GCC diagnostic pop
+
+#include "render/mime.hpp"
+#include "render/template_source.hpp"
+
+namespace channeld::render {
+
+namespace mus = kainjow::mustache;
+
+// ---- template data ----------------------------------------------------------------------
+
+struct Scope {
+  const Config* config = nullptr;
+  const Kit* kit = nullptr;
+  const Partner* partner = nullptr;
+  mus::data data;          // {partner: {...}, kit: {...}, vendor: {...}}
+  std::string public_url;  // config.http.public_url without a trailing '/'
+};
+
+namespace {
+
+// Empty values are false rather than "": a section such as {{#contact.first_name}} then reads
+// as "if there is a first name", while {{contact.first_name}} still renders as nothing.
+mus::data value(const std::string& text) {
+  return text.empty() ? mus::data(false) : mus::data(text);
+}
+
+// Puts `text` at a dotted path ("branding.logo_url") below `root`, creating objects on the way.
+void put(mus::data& root, const std::string& dotted, const std::string& text) {
+  mus::data* node = &root;
+  std::size_t start = 0;
+  for (std::size_t dot; (dot = dotted.find('.', start)) != std::string::npos; start = dot + 1) {
+    std::string key = dotted.substr(start, dot - start);
+    const mus::data* existing = node->get(key);
+    if (existing != nullptr && !existing->is_object()) return;  // "a" and "a.b": keep "a"
+    node = &(*node)[key];
+  }
+  node->set(dotted.substr(start), value(text));
+}
+
+std::string iso_date(std::chrono::year_month_day d) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02u", static_cast<int>(d.year()),
+                static_cast<unsigned>(d.month()), static_cast<unsigned>(d.day()));
+  return buf;
+}
+
+std::shared_ptr<const Scope> build_scope(const Config& config, const Kit& kit,
+                                         const Partner& partner) {
+  auto scope = std::make_shared<Scope>();
+  scope->config = &config;
+  scope->kit = &kit;
+  scope->partner = &partner;
+  scope->public_url = config.http.public_url;
+  while (!scope->public_url.empty() && scope->public_url.back() == '/')
+    scope->public_url.pop_back();
+
+  // The struct gives a Partner built in code the same fields as one read from a file; the
+  // file's keys then add whatever else it has. Empty struct fields stay absent, as absent keys
+  // do, so validation flags them alike.
+  mus::data& p = scope->data["partner"];
+  auto field = [&](const std::string& key, const std::string& text) {
+    if (!text.empty()) put(p, key, text);
+  };
+  field("id", partner.id);
+  field("name", partner.name);
+  field("tier", std::string(to_string(partner.tier)));
+  field("type", std::string(to_string(partner.type)));
+  field("region", partner.region);
+  field("timezone", partner.timezone);
+  field("status", partner.active ? "active" : "suspended");
+  field("branding.logo_url", partner.branding.logo_url);
+  field("branding.primary_color", partner.branding.primary_color);
+  field("branding.website", partner.branding.website);
+  field("branding.postal_address", partner.branding.postal_address);
+  field("branding.sender_name", partner.branding.sender_name);
+  field("branding.reply_to", partner.branding.reply_to);
+  for (const auto& [key, text] : partner.template_fields) {
+    // The webhook table names a secret file: nothing a message should ever show.
+    if (key.rfind("webhook.", 0) == 0) continue;
+    put(p, key, text);
+  }
+
+  mus::data& k = scope->data["kit"];
+  put(k, "id", kit.id);
+  put(k, "name", kit.name);
+  put(k, "version", std::to_string(kit.version));
+  put(k, "owner", kit.owner);
+  put(k, "expires", iso_date(kit.expires));
+
+  // Every vendor key exists (config has defaults), so templates test them with sections.
+  mus::data& v = scope->data["vendor"];
+  put(v, "name", config.vendor.name);
+  put(v, "postal_address", config.vendor.postal_address);
+  put(v, "logo_url", config.vendor.logo_url);
+  put(v, "primary_color", config.vendor.primary_color);
+  put(v, "website", config.vendor.website);
+  return scope;
+}
+
+const Scope& scope_of(const Context& ctx, std::shared_ptr<const Scope>& built) {
+  if (ctx.config == nullptr || ctx.kit == nullptr || ctx.partner == nullptr) {
+    throw std::invalid_argument("render::Context needs config, kit and partner");
+  }
+  const Scope* s = ctx.scope.get();
+  if (s != nullptr && s->config == ctx.config && s->kit == ctx.kit && s->partner == ctx.partner) {
+    return *s;
+  }
+  built = build_scope(*ctx.config, *ctx.kit, *ctx.partner);
+  return *built;
+}
+
+// contact.* and links.*: the per-message layer, looked up before the scope's layer.
+mus::data message_data(const Contact& contact, const std::string& unsubscribe,
+                       const std::string& view_online) {
+  mus::data message;
+  mus::data& c = message["contact"];
+  c.set("email", value(contact.email));
+  c.set("first_name", value(contact.first_name));
+  c.set("last_name", value(contact.last_name));
+  c.set("company", value(contact.company));
+  for (const auto& [column, text] : contact.extra) c.set(column, value(text));
+  mus::data& links = message["links"];
+  links.set("unsubscribe", mus::data(unsubscribe));
+  links.set("view_online", mus::data(view_online));
+  return message;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out;
+}
+
+// Name lookup for rendering and for the missing-variable walk, with kainjow's rules: "." is
+// the innermost value; a dotted name must resolve entirely within one layer, innermost first.
+// (kainjow's own context inserts at the front of a vector and splits names through a
+// stringstream; this one is cheaper and is what both paths share.)
+class Layers final : public mus::basic_context<std::string> {
+ public:
+  Layers(const mus::data& scope, const mus::data& message) {
+    layers_.reserve(8);
+    layers_.push_back(&scope);
+    layers_.push_back(&message);
+  }
+  void push(const mus::data* data) override { layers_.push_back(data); }
+  void pop() override { layers_.pop_back(); }
+
+  const mus::data* get(const std::string& name) const override {
+    if (name == ".") return layers_.back();
+    std::string segment;
+    for (auto layer = layers_.rbegin(); layer != layers_.rend(); ++layer) {
+      const mus::data* node = *layer;
+      std::size_t start = 0;
+      while (node != nullptr) {
+        std::size_t dot = name.find('.', start);
+        segment.assign(name, start, dot == std::string::npos ? std::string::npos : dot - start);
+        node = node->get(segment);
+        if (dot == std::string::npos) break;
+        start = dot + 1;
+      }
+      if (node != nullptr) return node;
+    }
+    return nullptr;
+  }
+  const mus::data* get_partial(const std::string&) const override { return nullptr; }
+
+ private:
+  std::vector<const mus::data*> layers_;  // outermost first
+};
+
+// ---- compiled kit -----------------------------------------------------------------------
+
+enum class Escape { html, none, json };
+
+struct Part {
+  Part(std::string part_label, source::Assembled assembled, Escape escape)
+      : label(std::move(part_label)), source(std::move(assembled)), tmpl(source.text) {
+    if (!tmpl.is_valid()) throw InputError(label, tmpl.error_message());
+    if (escape == Escape::none) tmpl.set_custom_escape([](const std::string& s) { return s; });
+    if (escape == Escape::json) tmpl.set_custom_escape(json_escape);
+  }
+
+  std::string label;  // "step 'announce' html"
+  source::Assembled source;
+  // kainjow's render() is non-const only because it records errors raised by partials and
+  // lambdas. Partials are inlined at compile time and the data holds no lambdas, so rendering
+  // only reads the parsed tree and may run on many threads at once.
+  mutable mus::mustache tmpl;
+};
+
+struct CompiledStep {
+  std::string id;
+  Channel channel = Channel::email;
+  std::optional<Part> subject, html, text, payload;
+
+  std::vector<const Part*> parts() const {
+    std::vector<const Part*> out;
+    for (const auto* p : {&subject, &html, &text, &payload}) {
+      if (*p) out.push_back(&**p);
+    }
+    return out;
+  }
+};
+
+// Walks a part's tags the way kainjow resolves them (innermost section first, dotted names
+// within one layer) and reports each variable that finds nothing. Sections push what they
+// found; a {{#x}} whose x is absent never renders, so its contents are not checked.
+void find_missing(const Part& part, const mus::data& scope, const mus::data& message,
+                  std::vector<std::string>& missing) {
+  Layers stack(scope, message);
+  const auto& tags = part.source.tags;
+  auto walk = [&](auto& self, std::size_t i, bool live) -> std::size_t {
+    while (i < tags.size()) {
+      const source::Tag& tag = tags[i];
+      switch (tag.kind) {
+        case source::TagKind::variable:
+        case source::TagKind::unescaped:
+          if (live && stack.get(tag.name) == nullptr) {
+            std::string entry = part.label + ": {{" + tag.name + "}} (" + tag.origin + ")";
+            if (std::find(missing.begin(), missing.end(), entry) == missing.end()) {
+              missing.push_back(std::move(entry));
+            }
+          }
+          ++i;
+          break;
+        case source::TagKind::section:
+        case source::TagKind::inverted: {
+          const mus::data* found = live ? stack.get(tag.name) : nullptr;
+          bool inner_live = live && (found != nullptr || tag.kind == source::TagKind::inverted);
+          if (found != nullptr) stack.push(found);
+          i = self(self, i + 1, inner_live);
+          if (found != nullptr) stack.pop();
+          break;
+        }
+        case source::TagKind::section_end:
+          return i + 1;
+      }
+    }
+    return i;
+  };
+  walk(walk, 0, true);
+}
+
+bool shows(const Part& part, const std::string& name) {
+  return std::any_of(part.source.tags.begin(), part.source.tags.end(), [&](const source::Tag& t) {
+    return t.name == name &&
+           (t.kind == source::TagKind::variable || t.kind == source::TagKind::unescaped);
+  });
+}
+
+class CompiledKit final : public KitTemplates {
+ public:
+  CompiledKit(const Kit& kit, const std::string& templates_dir) {
+    source::Library library(kit.folder, templates_dir);
+    std::string kit_toml = kit.folder + "/kit.toml";
+    for (const Step& step : kit.steps) {
+      std::string where = kit_toml + ": step '" + step.id + "'";
+      std::string label = "step '" + step.id + "'";
+      CompiledStep& compiled = steps_.emplace_back();
+      compiled.id = step.id;
+      compiled.channel = step.channel;
+      if (step.channel == Channel::email) {
+        if (step.subject.empty() || step.html_template.empty() || step.text_template.empty()) {
+          throw InputError(where, "an email step needs subject, html and text");
+        }
+        compiled.subject.emplace(label + " subject", library.text(step.subject, where + " subject"),
+                                 Escape::none);
+        compiled.html.emplace(label + " html",
+                              library.layout("layout.html.mustache",
+                                             library.file(step.html_template, where), true, where),
+                              Escape::html);
+        compiled.text.emplace(label + " text",
+                              library.layout("layout.txt.mustache",
+                                             library.file(step.text_template, where), false, where),
+                              Escape::none);
+        // Bulk mail without a way out is unlawful in most markets; refuse it at load.
+        for (const Part* part : {&*compiled.html, &*compiled.text}) {
+          if (!shows(*part, "links.unsubscribe")) {
+            throw InputError(where, part->label +
+                                        " never shows {{links.unsubscribe}}: every email needs an "
+                                        "unsubscribe link (put it in the layout's footer)");
+          }
+        }
+      } else {
+        if (step.payload_template.empty()) {
+          throw InputError(where, "a webhook step needs a payload template");
+        }
+        source::Assembled payload = library.file(step.payload_template, where);
+        for (const auto& tag : payload.tags) {
+          if (tag.kind == source::TagKind::unescaped) {
+            throw InputError(tag.origin, "{{{" + tag.name +
+                                             "}}} would skip JSON escaping: write {{" + tag.name +
+                                             "}} inside quotes");
+          }
+        }
+        compiled.payload.emplace(label + " payload", std::move(payload), Escape::json);
+      }
+    }
+  }
+
+  std::vector<std::string> missing_variables(
+      const Context& ctx, const std::vector<std::string>& contact_columns) const override {
+    std::shared_ptr<const Scope> built;
+    const Scope& scope = scope_of(ctx, built);
+    Contact sample;
+    sample.email = sample.first_name = sample.last_name = sample.company = "x";
+    for (const auto& column : contact_columns) {
+      if (column != "email" && column != "first_name" && column != "last_name" &&
+          column != "company") {
+        sample.extra[column] = "x";
+      }
+    }
+    mus::data message = message_data(sample, "x", "x");
+    std::vector<std::string> missing;
+    for (const auto& step : steps_) {
+      for (const Part* part : step.parts()) find_missing(*part, scope.data, message, missing);
+    }
+    return missing;
+  }
+
+  const CompiledStep& step(const Step& step, Channel channel) const {
+    for (const auto& s : steps_) {
+      if (s.id == step.id) {
+        if (s.channel != channel) {
+          throw std::invalid_argument("step '" + step.id + "' is not a " +
+                                      (channel == Channel::email ? "email" : "webhook") + " step");
+        }
+        return s;
+      }
+    }
+    throw std::invalid_argument("these templates have no step '" + step.id + "'");
+  }
+
+ private:
+  std::vector<CompiledStep> steps_;  // in kit order
+};
+
+const CompiledKit& compiled(const KitTemplates& templates) {
+  // compile() is the only way to obtain KitTemplates, so this holds outside of test doubles.
+  return dynamic_cast<const CompiledKit&>(templates);
+}
+
+std::string render_part(const Part& part, const mus::data& scope, const mus::data& message) {
+  std::vector<std::string> missing;
+  find_missing(part, scope, message, missing);
+  if (!missing.empty()) {
+    std::string list;
+    for (const auto& m : missing) list += (list.empty() ? "" : "; ") + m;
+    throw InputError(part.label, "missing variables: " + list);
+  }
+  Layers stack(scope, message);
+  std::string out = part.tmpl.render(stack);
+  if (!part.tmpl.is_valid()) throw InputError(part.label, part.tmpl.error_message());
+  return out;
+}
+
+struct Links {
+  std::string unsubscribe, view_online;
+};
+
+Links links_for(const Scope& scope, const Context& ctx, const Contact& contact,
+                const std::string& idempotency_key) {
+  if (ctx.link_secret.empty()) {
+    throw InputError("http.link_secret_file", "link secret is empty: links would be forgeable");
+  }
+  return Links{
+      scope.public_url + "/u/" + unsubscribe_token(ctx.link_secret, ctx.partner->id, contact.email),
+      scope.public_url + "/v/" + view_token(ctx.link_secret, idempotency_key)};
+}
+
+std::string trim_spaces(std::string s) {
+  auto first = s.find_first_not_of(" \t");
+  if (first == std::string::npos) return {};
+  auto last = s.find_last_not_of(" \t");
+  return s.substr(first, last - first + 1);
+}
+
+}  // namespace
+
+Context make_context(const Config& config, const Kit& kit, const Partner& partner,
+                     std::string link_secret) {
+  return Context{&config, &kit, &partner, std::move(link_secret),
+                 build_scope(config, kit, partner)};
+}
+
+std::shared_ptr<const KitTemplates> KitTemplates::compile(const Kit& kit,
+                                                          const std::string& templates_dir) {
+  return std::make_shared<const CompiledKit>(kit, templates_dir);
+}
+
+// ---- rendering --------------------------------------------------------------------------
+
+RenderedEmail render_email(const KitTemplates& templates, const Step& step, const Context& ctx,
+                           const Contact& contact, const std::string& idempotency_key,
+                           SysTime date) {
+  const CompiledStep& compiled_step = compiled(templates).step(step, Channel::email);
+  std::shared_ptr<const Scope> built;
+  const Scope& scope = scope_of(ctx, built);
+  const Config& config = *ctx.config;
+  const Partner& partner = *ctx.partner;
+  auto [unsubscribe, view_online] = links_for(scope, ctx, contact, idempotency_key);
+  mus::data message = message_data(contact, unsubscribe, view_online);
+
+  RenderedEmail email;
+  email.subject = trim_spaces(render_part(*compiled_step.subject, scope.data, message));
+  email.html = render_part(*compiled_step.html, scope.data, message);
+  email.text = render_part(*compiled_step.text, scope.data, message);
+  email.message_id = message_id_for(idempotency_key, config.smtp.from_address);
+  email.envelope_from = config.smtp.from_address;
+  email.recipient = contact.email;
+
+  // Header values: each checked where it came from, so the error names the file to fix.
+  std::string partner_file =
+      partner.source_file.empty() ? "partner " + partner.id : partner.source_file;
+  mime::require_header_safe(email.subject, compiled_step.subject->label);
+  if (email.subject.empty()) throw InputError(compiled_step.subject->label, "subject is empty");
+  mime::require_address(config.smtp.from_address, "smtp.from_address");
+  mime::require_address(contact.email, "contact " + contact.email);
+  std::string sender =
+      partner.branding.sender_name.empty() ? partner.name : partner.branding.sender_name;
+  mime::require_header_safe(sender, partner_file + ": branding.sender_name");
+  std::string contact_name = trim_spaces(contact.first_name + " " + contact.last_name);
+  mime::require_header_safe(contact_name, "contact " + contact.email + ": name");
+  if (!partner.branding.reply_to.empty()) {
+    mime::require_header_safe(partner.branding.reply_to, partner_file + ": branding.reply_to");
+    mime::require_address(partner.branding.reply_to, partner_file + ": branding.reply_to");
+  }
+  mime::require_header_safe(ctx.kit->name, ctx.kit->folder + "/kit.toml: name");
+  mime::require_header_safe(unsubscribe, "http.public_url");
+
+  std::string from_domain =
+      config.smtp.from_address.substr(config.smtp.from_address.rfind('@') + 1);
+  std::string boundary = "=_" + mime::sha256_hex("boundary\n" + idempotency_key).substr(0, 32);
+
+  std::string& m = email.mime;
+  m.reserve(1024 + email.html.size() * 11 / 10 + email.text.size() * 11 / 10);
+  auto header = [&m](std::string_view name, std::string_view field) {
+    m.append(name).append(": ").append(field).append("\r\n");
+  };
+  header("From", mime::mailbox(sender, config.smtp.from_address));
+  if (!partner.branding.reply_to.empty()) header("Reply-To", partner.branding.reply_to);
+  header("To", mime::mailbox(contact_name, contact.email));
+  header("Subject", mime::unstructured("Subject", email.subject));
+  header("Date", mime::date(date));
+  header("Message-ID", email.message_id);
+  header("MIME-Version", "1.0");
+  header("List-Id",
+         mime::mailbox(ctx.kit->name, ctx.kit->id + "." + partner.id + "." + from_domain));
+  header("List-Unsubscribe", "<" + unsubscribe + ">");
+  // RFC 8058 one-click applies to HTTPS links only; receivers ignore it for anything else.
+  if (unsubscribe.rfind("https://", 0) == 0) {
+    header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click");
+  }
+  header("Feedback-ID", step.id + ":" + ctx.kit->id + ":" + partner.id + ":channeld");
+  header("Content-Type", "multipart/alternative; boundary=\"" + boundary + "\"");
+  m += "\r\n";
+  // Quoted-printable never emits "=_", so the boundary cannot occur inside a part.
+  m += "--" + boundary + "\r\n";
+  m += "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: "
+       "quoted-printable\r\n\r\n";
+  mime::append_quoted_printable(m, email.text);
+  m += "--" + boundary + "\r\n";
+  m += "Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: "
+       "quoted-printable\r\n\r\n";
+  mime::append_quoted_printable(m, email.html);
+  m += "--" + boundary + "--\r\n";
+  return email;
+}
+
+std::string render_payload(const KitTemplates& templates, const Step& step, const Context& ctx,
+                           const Contact& contact, const std::string& idempotency_key) {
+  const CompiledStep& compiled_step = compiled(templates).step(step, Channel::webhook);
+  std::shared_ptr<const Scope> built;
+  const Scope& scope = scope_of(ctx, built);
+  auto [unsubscribe, view_online] = links_for(scope, ctx, contact, idempotency_key);
+  mus::data message = message_data(contact, unsubscribe, view_online);
+  std::string payload = render_part(*compiled_step.payload, scope.data, message);
+  try {
+    auto parsed = nlohmann::json::parse(payload);
+    static_cast<void>(parsed);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InputError(compiled_step.payload->label,
+                     std::string("rendered payload is not JSON: ") + e.what());
+  }
+  return payload;
+}
+
+}  // namespace channeld::render

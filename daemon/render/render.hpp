@@ -1,0 +1,110 @@
+// render: message bytes from (kit version, step, partner, contact). Pure: compiled templates
+// go in, strings come out; the only file reads happen in KitTemplates::compile, at kit load.
+// A compiled KitTemplates is immutable and shared between dispatcher threads; the render
+// functions may run on any number of threads at once. Link tokens (unsubscribe, view online)
+// are minted here and verified by the HTTP API with the same secret.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/model.hpp"
+
+namespace channeld::render {
+
+// The template data of one (config, kit, partner): partner.*, kit.* and vendor.*, built once so
+// that a batch of messages for the same partner does not rebuild it per message.
+struct Scope;
+
+// Everything a template can see besides the contact. Built once per (config, kit, partner).
+struct Context {
+  const Config* config = nullptr;
+  const Kit* kit = nullptr;
+  const Partner* partner = nullptr;
+  std::string link_secret;  // HMAC key for link tokens (bytes of config.http.link_secret_file)
+  // Set by make_context. A Context filled in by hand (or whose pointers were changed since)
+  // still renders correctly; it only rebuilds the partner/kit/vendor data on every call.
+  std::shared_ptr<const Scope> scope{};
+};
+
+// A Context with its template data prepared. The referenced config, kit and partner must
+// outlive it and must not change while it is in use.
+Context make_context(const Config& config, const Kit& kit, const Partner& partner,
+                     std::string link_secret);
+
+// One step's compiled templates plus the shared layouts and partials they use.
+class KitTemplates {
+ public:
+  // Reads and compiles every template the kit's steps name (kit folder first, then
+  // `templates_dir`), the layouts (`layout.html.mustache`, `layout.txt.mustache` in the kit
+  // folder or templates_dir) and every partial they reference. Throws InputError naming the
+  // file (and line where known) for a missing file or a mustache syntax error, for
+  // `{{=<% %>=}}` delimiter changes (unsupported), for a partial that includes itself, and for
+  // an email step whose HTML or text part never shows {{links.unsubscribe}}.
+  static std::shared_ptr<const KitTemplates> compile(const Kit& kit,
+                                                     const std::string& templates_dir);
+  virtual ~KitTemplates() = default;
+
+  // Variables referenced by this kit's templates that do not resolve for this partner and a
+  // contact with these CSV columns ("contact.region"), each as "step 'announce' html:
+  // {{partner.branding.logo_url}} (FILE:LINE)". Empty = a trial render would succeed.
+  // A section ({{#x}}, {{^x}}) may name an absent key: that is how templates say "if"; the
+  // variables inside a {{#x}} section whose key is absent are not checked, as they never show.
+  // `contact_columns` may list the four required columns or only the extra ones.
+  virtual std::vector<std::string> missing_variables(
+      const Context& ctx, const std::vector<std::string>& contact_columns) const = 0;
+
+ protected:
+  KitTemplates() = default;
+};
+
+struct RenderedEmail {
+  std::string message_id;     // "<hex@domain>", deterministic from the idempotency key
+  std::string envelope_from;  // config.smtp.from_address
+  std::string recipient;      // contact email
+  std::string subject;        // decoded, for logs and tests
+  std::string html;           // the full HTML part, decoded
+  std::string text;           // the full text part, decoded
+  std::string mime;           // the complete RFC 5322 message, CRLF line ends
+};
+
+// Renders one email step for one contact. `idempotency_key` seeds the Message-ID, the MIME
+// boundary and the view-online token; `date` is the Date header. The same inputs give the same
+// bytes. Throws InputError if a variable is missing (validation should have caught it), if a
+// header value would carry CR/LF after rendering, or if the link secret is empty.
+RenderedEmail render_email(const KitTemplates& templates, const Step& step, const Context& ctx,
+                           const Contact& contact, const std::string& idempotency_key,
+                           SysTime date);
+
+// Renders a webhook step's JSON payload (values JSON-escaped). Throws InputError if a variable
+// is missing or the result is not JSON.
+std::string render_payload(const KitTemplates& templates, const Step& step, const Context& ctx,
+                           const Contact& contact, const std::string& idempotency_key);
+
+// Link tokens: "<payload>.<mac>" in base64url (no padding); the mac is the first 16 bytes of
+// HMAC-SHA256 over the payload, keyed by the link secret and bound to the token's purpose, so
+// a view-online token never passes as an unsubscribe token. Minting with an empty secret
+// throws std::invalid_argument: such links would be forgeable.
+std::string unsubscribe_token(const std::string& secret, const std::string& partner_id,
+                              const std::string& email);
+struct UnsubscribeTarget {
+  std::string partner_id;
+  std::string email;
+};
+std::optional<UnsubscribeTarget> verify_unsubscribe_token(const std::string& secret,
+                                                          const std::string& token);
+
+// `links.view_online` is public_url/v/<token>; the token carries the message's idempotency
+// key, from which the API can find and re-render the message.
+std::string view_token(const std::string& secret, const std::string& idempotency_key);
+std::optional<std::string> verify_view_token(const std::string& secret, const std::string& token);
+
+// Deterministic Message-ID for an idempotency key: the same message re-sent after a crash keeps
+// its Message-ID, so receivers (and our tests) can spot the duplicate. Throws InputError if
+// `from_address` has no domain.
+std::string message_id_for(const std::string& idempotency_key, const std::string& from_address);
+
+}  // namespace channeld::render

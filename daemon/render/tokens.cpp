@@ -1,0 +1,120 @@
+// Link tokens and Message-IDs: everything render derives from a secret or a digest.
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <array>
+#include <stdexcept>
+
+#include "render/mime.hpp"
+#include "render/render.hpp"
+
+namespace channeld::render {
+
+namespace {
+
+// 16 bytes (128 bits) of HMAC-SHA256 are plenty against forgery and keep links short.
+constexpr std::size_t kMacBytes = 16;
+
+// The purpose is MACed with the payload, so a token minted for one link kind never verifies
+// as another even when the payloads happen to coincide.
+std::string mac(const std::string& secret, std::string_view purpose, std::string_view payload) {
+  std::string input;
+  input.reserve(purpose.size() + 1 + payload.size());
+  input.append(purpose).append(1, '\n').append(payload);
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+           reinterpret_cast<const unsigned char*>(input.data()), input.size(), md.data(),
+           &len) == nullptr) {
+    throw std::runtime_error("HMAC-SHA256 failed");
+  }
+  return std::string(reinterpret_cast<const char*>(md.data()), kMacBytes);
+}
+
+std::optional<std::string> base64url_decode(std::string_view text) {
+  if (text.size() % 4 == 1) return std::nullopt;
+  std::string out;
+  out.reserve(text.size() * 3 / 4);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : text) {
+    int v;
+    if (c >= 'A' && c <= 'Z')
+      v = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      v = c - '0' + 52;
+    else if (c == '-')
+      v = 62;
+    else if (c == '_')
+      v = 63;
+    else
+      return std::nullopt;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  // Leftover bits must be zero, or two spellings would decode to the same bytes.
+  if ((acc & ((1u << bits) - 1)) != 0) return std::nullopt;
+  return out;
+}
+
+std::string mint(const std::string& secret, std::string_view purpose, std::string_view payload) {
+  if (secret.empty()) {
+    throw std::invalid_argument("link secret is empty: links would be forgeable");
+  }
+  return mime::base64(payload, true) + "." + mime::base64(mac(secret, purpose, payload), true);
+}
+
+std::optional<std::string> open(const std::string& secret, std::string_view purpose,
+                                std::string_view token) {
+  if (secret.empty()) return std::nullopt;
+  auto dot = token.find('.');
+  if (dot == std::string_view::npos) return std::nullopt;
+  auto payload = base64url_decode(token.substr(0, dot));
+  auto given = base64url_decode(token.substr(dot + 1));
+  if (!payload || !given || given->size() != kMacBytes) return std::nullopt;
+  std::string expected = mac(secret, purpose, *payload);
+  if (CRYPTO_memcmp(expected.data(), given->data(), kMacBytes) != 0) return std::nullopt;
+  return payload;
+}
+
+}  // namespace
+
+std::string unsubscribe_token(const std::string& secret, const std::string& partner_id,
+                              const std::string& email) {
+  return mint(secret, "unsubscribe", partner_id + "\n" + email);
+}
+
+std::optional<UnsubscribeTarget> verify_unsubscribe_token(const std::string& secret,
+                                                          const std::string& token) {
+  auto payload = open(secret, "unsubscribe", token);
+  if (!payload) return std::nullopt;
+  auto nl = payload->find('\n');
+  if (nl == std::string::npos || nl == 0 || nl + 1 == payload->size()) return std::nullopt;
+  return UnsubscribeTarget{payload->substr(0, nl), payload->substr(nl + 1)};
+}
+
+std::string view_token(const std::string& secret, const std::string& idempotency_key) {
+  return mint(secret, "view", idempotency_key);
+}
+
+std::optional<std::string> verify_view_token(const std::string& secret, const std::string& token) {
+  return open(secret, "view", token);
+}
+
+std::string message_id_for(const std::string& idempotency_key, const std::string& from_address) {
+  auto at = from_address.rfind('@');
+  if (at == std::string::npos || at + 1 == from_address.size()) {
+    throw InputError("smtp.from_address",
+                     "'" + from_address + "' has no domain to put in Message-IDs");
+  }
+  return "<" + mime::sha256_hex(idempotency_key) + "@" + from_address.substr(at + 1) + ">";
+}
+
+}  // namespace channeld::render

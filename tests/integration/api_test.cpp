@@ -1,0 +1,250 @@
+// The HTTP API against a real server on an ephemeral 127.0.0.1 port, called with a real
+// httplib::Client: status codes, bodies and limits are checked as a scraper or curl sees them.
+// The database is replaced by callbacks, so no PostgreSQL is needed.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "api/http_server.hpp"
+#include "model/model.hpp"
+
+namespace channeld::api {
+namespace {
+
+using nlohmann::json;
+
+class ApiTest : public ::testing::Test {
+ protected:
+  ApiTest()
+      : server_("127.0.0.1:0", Routes([this] { return ready_.load(); }, registry_,
+                                      [this] {
+                                        if (store_down_)
+                                          throw store::StoreError("connection refused");
+                                        return counts_;
+                                      })) {
+    server_.start();
+  }
+
+  httplib::Client client() {
+    httplib::Client c("127.0.0.1", server_.port());
+    c.set_connection_timeout(std::chrono::seconds{5});
+    c.set_read_timeout(std::chrono::seconds{5});
+    return c;
+  }
+
+  static json body_of(const httplib::Result& result) { return json::parse(result->body); }
+
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> store_down_{false};
+  std::vector<store::DeliveryCount> counts_;  // set before the first request, then only read
+  metrics::Registry registry_;
+  HttpServer server_;  // last: stopped before the state its callbacks read is destroyed
+};
+
+TEST_F(ApiTest, HealthzAnswersOkWhileTheProcessIsAlive) {
+  auto result = client().Get("/healthz");
+  ASSERT_TRUE(result) << httplib::to_string(result.error());
+  EXPECT_EQ(result->status, 200);
+  EXPECT_EQ(result->body, "ok");
+}
+
+TEST_F(ApiTest, HeadIsAnsweredLikeGetWithoutABody) {
+  auto result = client().Head("/healthz");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 200);
+  EXPECT_TRUE(result->body.empty());
+}
+
+TEST_F(ApiTest, ReadyzTurnsFrom503To200WhenTheDatabaseBecomesReady) {
+  auto c = client();
+  auto before = c.Get("/readyz");
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->status, 503);
+  EXPECT_EQ(before->get_header_value("Content-Type"), "application/json");
+  EXPECT_EQ(body_of(before)["error"],
+            "not ready: the database is unreachable or its migrations are not applied");
+
+  ready_ = true;
+  auto after = c.Get("/readyz");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 200);
+  EXPECT_EQ(after->body, "ready");
+}
+
+TEST_F(ApiTest, MetricsServesCountersAndTheLatencyHistogram) {
+  registry_.add("messages_total", metrics::label_set({{"state", "sent"}}), 7);
+  registry_.send_latency().observe(0.02);
+
+  auto result = client().Get("/metrics");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 200);
+  EXPECT_EQ(result->get_header_value("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_NE(result->body.find("channeld_messages_total{state=\"sent\"} 7\n"), std::string::npos);
+  EXPECT_NE(result->body.find("# TYPE channeld_send_latency_seconds histogram\n"),
+            std::string::npos);
+  EXPECT_NE(result->body.find("channeld_send_latency_seconds_bucket{le=\"0.025\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(result->body.find("channeld_send_latency_seconds_count 1\n"), std::string::npos);
+}
+
+TEST_F(ApiTest, DeliveriesGroupsCountsByKitThenPartnerInOrder) {
+  counts_ = {
+      {"q4-cloud", "zen-msp", "sent", 5},
+      {"q1-security", "acme-it", "queued", 2},
+      {"q4-cloud", "acme-it", "sent", 10},
+      {"q4-cloud", "acme-it", "bounced", 1},
+  };
+  auto result = client().Get("/v1/deliveries");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 200);
+  EXPECT_EQ(result->get_header_value("Content-Type"), "application/json");
+  EXPECT_EQ(body_of(result), json::parse(R"({"kits": [
+      {"kit_id": "q1-security", "partners": [{"partner_id": "acme-it", "queued": 2}]},
+      {"kit_id": "q4-cloud", "partners": [
+          {"partner_id": "acme-it", "bounced": 1, "sent": 10},
+          {"partner_id": "zen-msp", "sent": 5}]}]})"));
+}
+
+TEST_F(ApiTest, DeliveriesAnswers503WhenTheStoreFails) {
+  store_down_ = true;
+  auto result = client().Get("/v1/deliveries");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 503);
+  EXPECT_EQ(body_of(result)["error"], "delivery counts unavailable: connection refused");
+}
+
+TEST_F(ApiTest, UnknownPathIsAJson404) {
+  auto result = client().Get("/v1/nothing-here");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 404);
+  EXPECT_EQ(result->get_header_value("Content-Type"), "application/json");
+  EXPECT_EQ(body_of(result)["error"], "no such endpoint: /v1/nothing-here");
+}
+
+TEST_F(ApiTest, WrongMethodIsAJson405NamingTheAllowedOnes) {
+  auto result = client().Post("/healthz", "{}", "application/json");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 405);
+  EXPECT_EQ(result->get_header_value("Allow"), "GET, HEAD");
+  EXPECT_EQ(body_of(result)["error"], "method POST is not allowed on /healthz; use GET");
+}
+
+// Sends `request` as raw bytes and returns all the server writes before closing: for requests
+// httplib::Client would not produce.
+std::string exchange_raw(int port, const std::string& request) {
+  const int sock = ::socket(AF_INET, SOCK_STREAM, 0);
+  EXPECT_GE(sock, 0);
+  timeval timeout{5, 0};
+  ::setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string reply;
+  if (::connect(sock, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0 &&
+      ::send(sock, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
+    char buffer[4096];
+    for (ssize_t n; (n = ::recv(sock, buffer, sizeof buffer, 0)) > 0;) reply.append(buffer, n);
+  }
+  ::close(sock);
+  return reply;
+}
+
+TEST_F(ApiTest, PostWithoutContentLengthIsTakenAsAnEmptyBody) {
+  const std::string reply = exchange_raw(
+      server_.port(), "POST /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(reply.substr(0, reply.find("\r\n")), "HTTP/1.1 405 Method Not Allowed");
+}
+
+TEST_F(ApiTest, BodyOverOneMebibyteIsAJson413) {
+  auto result =
+      client().Post("/v1/deliveries", std::string(2 * 1024 * 1024, 'x'), "application/json");
+  ASSERT_TRUE(result) << httplib::to_string(result.error());
+  EXPECT_EQ(result->status, 413);
+  EXPECT_EQ(body_of(result)["error"], "request body exceeds 1048576 bytes");
+}
+
+TEST_F(ApiTest, ServesRequestsFromSeveralClientsAtOnce) {
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 16; ++i) {
+    clients.emplace_back([&] {
+      auto result = client().Get("/healthz");
+      if (result && result->status == 200) ++ok;
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok, 16);
+}
+
+// ---- listening ----------------------------------------------------------------------------
+
+metrics::Registry& unused_registry() {
+  static metrics::Registry registry;
+  return registry;
+}
+
+Routes idle_routes() {
+  return Routes([] { return true; }, unused_registry(),
+                [] { return std::vector<store::DeliveryCount>{}; });
+}
+
+TEST(ParseListen, AcceptsHostPortAndBracketedIpv6) {
+  EXPECT_EQ(parse_listen("127.0.0.1:8025").host, "127.0.0.1");
+  EXPECT_EQ(parse_listen("127.0.0.1:8025").port, 8025);
+  EXPECT_EQ(parse_listen("[::1]:0").host, "::1");
+  EXPECT_EQ(parse_listen("localhost:65535").port, 65535);
+}
+
+TEST(ParseListen, RejectsMalformedAddressesNamingTheSetting) {
+  for (const char* bad : {"8025", "127.0.0.1", ":8025", "127.0.0.1:", "127.0.0.1:http",
+                          "127.0.0.1:65536", "127.0.0.1:-1", "::1:8025", "127.0.0.1:80x"}) {
+    SCOPED_TRACE(bad);
+    try {
+      parse_listen(bad);
+      ADD_FAILURE() << "accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(e.where(), "http.listen");
+    }
+  }
+}
+
+TEST(HttpServer, ReportsABusyPortNamingTheSetting) {
+  HttpServer first("127.0.0.1:0", idle_routes());
+  const std::string taken = "127.0.0.1:" + std::to_string(first.port());
+  try {
+    HttpServer second(taken, idle_routes());
+    ADD_FAILURE() << "bound a port already in use";
+  } catch (const std::runtime_error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "http.listen: cannot listen on " + taken + ": Address already in use");
+  }
+}
+
+TEST(HttpServer, ReleasesItsPortWhenStoppedWithoutStarting) {
+  int port = 0;
+  {
+    HttpServer unstarted("127.0.0.1:0", idle_routes());
+    port = unstarted.port();
+  }
+  EXPECT_NO_THROW(HttpServer("127.0.0.1:" + std::to_string(port), idle_routes()));
+}
+
+TEST(HttpServer, StopsRightAfterStarting) {
+  HttpServer server("127.0.0.1:0", idle_routes());
+  server.start();
+  server.stop();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_connection_timeout(std::chrono::seconds{2});
+  EXPECT_FALSE(c.Get("/healthz"));  // connection refused: the socket is closed
+}
+
+}  // namespace
+}  // namespace channeld::api

@@ -1,0 +1,480 @@
+// End-to-end: the real channeld binary against a real PostgreSQL cluster and a real SMTP server
+// on 127.0.0.1. Each test builds a site (config, partners, contacts, kits) in a temp folder and
+// runs the daemon as a user would.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <soci/soci.h>
+
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "support/process.hpp"
+#include "support/smtp_server.hpp"
+#include "support/support.hpp"
+
+namespace channeld::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// ---- reading what arrived ---------------------------------------------------------------
+
+struct Mail {
+  std::map<std::string, std::string> headers;  // lower-cased names, unfolded values
+  std::string raw;
+  std::string decoded;  // every part's body, quoted-printable decoded
+};
+
+std::string decode_qp(const std::string& in) {
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '=' && i + 1 < in.size() && (in[i + 1] == '\r' || in[i + 1] == '\n')) {
+      i += in[i + 1] == '\r' ? 2 : 1;  // soft line break
+    } else if (in[i] == '=' && i + 2 < in.size() && std::isxdigit(in[i + 1]) &&
+               std::isxdigit(in[i + 2])) {
+      out += static_cast<char>(std::stoi(in.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += in[i];
+    }
+  }
+  return out;
+}
+
+Mail parse_mail(const std::string& raw) {
+  Mail m;
+  m.raw = raw;
+  std::size_t end = raw.find("\r\n\r\n");
+  if (end == std::string::npos) end = raw.find("\n\n");
+  std::istringstream head(raw.substr(0, end));
+  std::string line, name;
+  while (std::getline(head, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty() && (line[0] == ' ' || line[0] == '\t')) {
+      m.headers[name] += line.substr(1);
+      continue;
+    }
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    name = line.substr(0, colon);
+    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+    m.headers[name] = line.substr(colon + 2);
+  }
+  m.decoded = decode_qp(raw.substr(end == std::string::npos ? raw.size() : end));
+  return m;
+}
+
+std::vector<Mail> mails(const SmtpTestServer& server) {
+  std::vector<Mail> out;
+  for (const auto& raw : server.messages()) out.push_back(parse_mail(raw));
+  return out;
+}
+
+// ---- a site: config, partners, kits in a temp folder -------------------------------------
+
+struct PartnerSpec {
+  std::string id, tier, type, timezone = "America/Chicago";
+  int contacts = 3;
+  std::string extra_toml;
+};
+
+class Site {
+ public:
+  Site(const std::string& database, int smtp_port, const std::string& delivery_toml = "")
+      : database_(database) {
+    fs::copy(source_dir() / "templates", dir_ / "templates", fs::copy_options::recursive);
+    fs::create_directories(dir_ / "campaigns");
+    fs::create_directories(dir_ / "partners");
+    write_file(dir_ / "link.secret", "test-link-secret-0123456789abcdef");
+    write_file(dir_ / "channeld.toml", R"([database]
+url = ")" + database + R"("
+[paths]
+campaigns = "campaigns"
+templates = "templates"
+partners = "partners"
+claims = "claims"
+[http]
+listen = "127.0.0.1:0"
+public_url = "https://mkt.vendor.example"
+link_secret_file = "link.secret"
+[smtp]
+url = "smtp://127.0.0.1:)" + std::to_string(smtp_port) + R"("
+from_address = "partners@mkt.vendor.example"
+max_connections = 8
+timeout = "10s"
+[vendor]
+name = "Vendor Inc."
+postal_address = "1 Vendor Way, Springfield, IL 62701, USA"
+[limits]
+messages_per_second = 0
+per_partner_per_second = 0
+[delivery]
+lease = "5s"
+backoff_base = "1s"
+backoff_max = "2s"
+scan_interval = "1s"
+)" + delivery_toml);
+  }
+
+  fs::path config() const { return dir_ / "channeld.toml"; }
+  const fs::path& dir() const { return dir_.path(); }
+
+  static std::string email(const std::string& partner, int i) {
+    return "contact" + std::to_string(i) + "@" + partner + ".example.com";
+  }
+
+  void add_partner(const PartnerSpec& p) {
+    write_file(dir_ / "partners" / (p.id + ".toml"), R"(id = ")" + p.id + R"("
+name = "Partner )" + p.id + R"("
+tier = ")" + p.tier + R"("
+type = ")" + p.type + R"("
+region = "NA"
+timezone = ")" + p.timezone + R"("
+status = "active"
+contacts = ")" + p.id + R"(.csv"
+)" + p.extra_toml + R"(
+[branding]
+logo_url = "https://)" + p.id + R"(.example/logo.png"
+primary_color = "#0a5fff"
+website = "https://)" + p.id + R"(.example"
+postal_address = "200 Main St, Austin TX, )" + p.id + R"( office"
+sender_name = "Sender )" + p.id + R"("
+reply_to = "marketing@)" + p.id + R"(.example"
+)");
+    std::string csv = "email,first_name,last_name,company,industry\n";
+    for (int i = 0; i < p.contacts; ++i)
+      csv += email(p.id, i) + ",First" + std::to_string(i) + ",Last,Co " + p.id + ",retail\n";
+    write_file(dir_ / "partners" / (p.id + ".csv"), csv);
+  }
+
+  // A one-step email kit, due since long ago, sending all day every day.
+  void add_kit(const std::string& id, const std::string& audience, int version = 1,
+               const std::string& html = "<p>Hello {{contact.first_name}}, from "
+                                         "{{partner.name}} ({{partner.branding.website}})</p>") {
+    write_file(dir_ / "campaigns" / id / "kit.toml", R"(id = ")" + id + R"("
+name = "Kit )" + id + R"("
+version = )" + std::to_string(version) + R"(
+owner = "field-marketing@vendor.example"
+expires = 2099-12-31
+
+[audience]
+)" + audience + R"(
+
+[schedule]
+start = 2020-01-01T00:00:00
+window = { days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], from = "00:00", to = "24:00" }
+
+[[steps]]
+id = "announce"
+channel = "email"
+delay = "0d"
+subject = "{{partner.name}} and {{vendor.name}}: kit )" + id + R"("
+html = "body.html.mustache"
+text = "body.txt.mustache"
+)");
+    write_file(dir_ / "campaigns" / id / "body.html.mustache", html);
+    write_file(dir_ / "campaigns" / id / "body.txt.mustache",
+               "Hello {{contact.first_name}}, from {{partner.name}}.\n");
+  }
+
+  std::vector<std::string> channeld(std::vector<std::string> args) const {
+    std::vector<std::string> argv{channeld_binary().string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back("--config");
+    argv.push_back(config().string());
+    return argv;
+  }
+
+  // Runs the daemon until nothing is due; returns its log.
+  std::string run_until_idle() const {
+    Process daemon(channeld({"--until-idle"}), dir_ / "daemon.log");
+    int code = daemon.wait();
+    EXPECT_EQ(code, 0) << daemon.output();
+    return daemon.output();
+  }
+
+  std::int64_t count(const std::string& where) const {
+    soci::session db("postgresql", database_);
+    std::int64_t n = 0;
+    db << "SELECT count(*) FROM outbox WHERE " + where, soci::into(n);
+    return n;
+  }
+
+ private:
+  std::string database_;
+  TempDir dir_;
+};
+
+const char* kGoldPlatinumMspVar = R"(tiers = ["gold", "platinum"]
+types = ["msp", "var"])";
+
+// ---- tests ------------------------------------------------------------------------------
+
+TEST(Daemon, SendsEachEligiblePartnerItsOwnCoBrandedMailAndNothingElse) {
+  auto db = fresh_database("daemon_cobrand");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 3});
+  site.add_partner({"northwind", "platinum", "var", "Europe/Berlin", 2});
+  site.add_partner({"bluepeak", "silver", "msp", "America/Denver", 2});  // tier not in audience
+  site.add_partner({"contoso-si", "gold", "si", "Asia/Tokyo", 2});       // type not in audience
+  write_file(site.dir() / "partners" / "suppressions.csv",
+             "email,partner_id,reason\n" + Site::email("acme-it", 1) + ",acme-it,unsubscribed\n");
+  site.add_kit("cloud", kGoldPlatinumMspVar);
+
+  site.run_until_idle();
+
+  auto got = mails(smtp);
+  std::set<std::string> recipients;
+  for (const auto& m : got) recipients.insert(m.headers.at("to"));
+  ASSERT_EQ(got.size(), 4u) << "acme-it 0 and 2, northwind 0 and 1";
+  for (const auto& m : got) {
+    const std::string to = m.headers.at("to");
+    const std::string partner = to.find("acme-it") != std::string::npos ? "acme-it" : "northwind";
+    SCOPED_TRACE(to);
+    EXPECT_THAT(m.headers.at("from"), HasSubstr("Sender " + partner));
+    EXPECT_THAT(m.headers.at("from"), HasSubstr("<partners@mkt.vendor.example>"));
+    EXPECT_EQ(m.headers.at("reply-to"), "marketing@" + partner + ".example");
+    EXPECT_EQ(m.headers.at("subject"), "Partner " + partner + " and Vendor Inc.: kit cloud");
+    EXPECT_THAT(m.headers.at("list-unsubscribe"), HasSubstr("https://mkt.vendor.example/u/"));
+    EXPECT_EQ(m.headers.at("list-unsubscribe-post"), "List-Unsubscribe=One-Click");
+    EXPECT_THAT(m.headers.at("message-id"), HasSubstr("@mkt.vendor.example>"));
+    EXPECT_THAT(m.headers.at("content-type"), HasSubstr("multipart/alternative"));
+    EXPECT_THAT(m.decoded, HasSubstr("from Partner " + partner + " (https://" + partner));
+    EXPECT_THAT(m.decoded, HasSubstr("https://" + partner + ".example/logo.png"));
+    EXPECT_THAT(m.decoded, HasSubstr("200 Main St, Austin TX, " + partner + " office"));
+    const std::string other = partner == "acme-it" ? "northwind" : "acme-it";
+    EXPECT_THAT(m.decoded, Not(HasSubstr(other)));
+  }
+  EXPECT_EQ(recipients.count(Site::email("acme-it", 1)), 0u) << "suppressed contact";
+  for (const auto& r : recipients) {
+    EXPECT_THAT(r, Not(HasSubstr("bluepeak")));
+    EXPECT_THAT(r, Not(HasSubstr("contoso-si")));
+  }
+  EXPECT_EQ(site.count("state = 'suppressed'"), 1);
+  EXPECT_EQ(site.count("state = 'sent'"), 4);
+}
+
+TEST(Daemon, RefusesBrokenKitsByNameWhileAGoodKitKeepsSending) {
+  auto db = fresh_database("daemon_broken_kits");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 2});
+  site.add_partner({"northwind", "gold", "msp", "Europe/Berlin", 2});
+  // northwind's contacts lack the `segment` column one kit uses.
+  write_file(site.dir() / "partners" / "acme-it.csv",
+             "email,first_name,last_name,company,segment\n" + Site::email("acme-it", 0) +
+                 ",A,B,C,smb\n" + Site::email("acme-it", 1) + ",A,B,C,smb\n");
+  site.add_kit("good", "");
+  site.add_kit("bad-toml", "");
+  write_file(site.dir() / "campaigns" / "bad-toml" / "kit.toml", "id = \"bad-toml\"\nname = \n");
+  site.add_kit("missing-template", "");
+  fs::remove(site.dir() / "campaigns" / "missing-template" / "body.txt.mustache");
+  site.add_kit("missing-variable", "", 1, "<p>{{contact.segment}}</p>");
+  // Half-copied: kit.toml arrived, its templates did not yet.
+  site.add_kit("half-copied", "");
+  fs::remove(site.dir() / "campaigns" / "half-copied" / "body.html.mustache");
+  fs::remove(site.dir() / "campaigns" / "half-copied" / "body.txt.mustache");
+
+  auto log = site.run_until_idle();
+
+  EXPECT_THAT(log, HasSubstr("kit refused"));
+  auto [code, kits] = run_program(site.channeld({"kits"}));
+  ASSERT_EQ(code, 0) << kits;
+  auto line = [&](const std::string& id) {
+    std::smatch m;
+    std::regex re("(^|\n)(" + id + " [^\n]*)");
+    return std::regex_search(kits, m, re) ? m[2].str() : std::string("<no line for " + id + ">");
+  };
+  EXPECT_THAT(line("good"), HasSubstr("live"));
+  EXPECT_THAT(line("bad-toml"), HasSubstr("refused"));
+  EXPECT_THAT(line("bad-toml"), HasSubstr("kit.toml:2"));
+  EXPECT_THAT(line("missing-template"), HasSubstr("refused"));
+  EXPECT_THAT(line("missing-template"), HasSubstr("body.txt.mustache"));
+  EXPECT_THAT(line("missing-variable"), HasSubstr("refused"));
+  EXPECT_THAT(line("missing-variable"), HasSubstr("northwind"));
+  EXPECT_THAT(line("missing-variable"), HasSubstr("contact.segment"));
+  EXPECT_THAT(line("missing-variable"), Not(HasSubstr("acme-it")));
+  EXPECT_THAT(line("half-copied"), HasSubstr("refused"));
+  EXPECT_THAT(line("half-copied"), HasSubstr("body.html.mustache"));
+
+  auto got = mails(smtp);
+  EXPECT_EQ(got.size(), 4u);
+  for (const auto& m : got) EXPECT_THAT(m.headers.at("subject"), HasSubstr("kit good"));
+}
+
+TEST(Daemon, ARefusedNewVersionLeavesThePreviousVersionSending) {
+  auto db = fresh_database("daemon_kit_versions");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 2});
+  site.add_kit("cloud", "", 1, "<p>version one for {{contact.first_name}}</p>");
+  Process daemon(site.channeld({}), site.dir() / "daemon.log");
+  ASSERT_TRUE(eventually([&] { return smtp.messages().size() == 2; })) << daemon.output();
+
+  // Version 2 is broken: it must be refused and version 1 must stay live.
+  write_file(site.dir() / "campaigns" / "cloud" / "kit.toml.new", "garbage = = =\n");
+  fs::rename(site.dir() / "campaigns" / "cloud" / "kit.toml.new",
+             site.dir() / "campaigns" / "cloud" / "kit.toml");
+  std::string kits;
+  ASSERT_TRUE(eventually([&] {
+    kits = run_program(site.channeld({"kits"})).second;
+    return kits.find("kit.toml:1") != std::string::npos;
+  })) << kits << daemon.output();
+  EXPECT_THAT(kits, HasSubstr("live"));
+
+  // A new contact arrives: it gets version 1, the last good one.
+  write_file(site.dir() / "partners" / "acme-it.csv",
+             "email,first_name,last_name,company,industry\n" + Site::email("acme-it", 0) +
+                 ",F0,L,C,x\n" + Site::email("acme-it", 1) + ",F1,L,C,x\n" +
+                 Site::email("acme-it", 7) + ",Newcomer,L,C,x\n");
+  ASSERT_TRUE(eventually([&] { return smtp.messages().size() == 3; })) << daemon.output();
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0);
+  auto got = mails(smtp);
+  EXPECT_THAT(got.back().decoded, HasSubstr("version one for Newcomer"));
+  EXPECT_EQ(got.size(), 3u) << "nothing already sent was sent again";
+}
+
+// Writes `n` contacts spread over `partners` gold MSPs.
+void add_audience(Site& site, int partners, int per_partner) {
+  for (int p = 0; p < partners; ++p)
+    site.add_partner({"p" + std::to_string(p), "gold", "msp", "America/Chicago", per_partner});
+}
+
+std::multiset<std::string> message_ids(const SmtpTestServer& smtp) {
+  std::multiset<std::string> ids;
+  for (const auto& m : mails(smtp)) ids.insert(m.headers.at("message-id"));
+  return ids;
+}
+
+TEST(Daemon, KillNineMidCampaignThenRestartDeliversEveryMessage) {
+  auto db = fresh_database("daemon_kill9");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  add_audience(site, 5, 2000);
+  site.add_kit("big", "");
+
+  {
+    Process daemon(site.channeld({}), site.dir() / "first.log");
+    ASSERT_TRUE(eventually([&] { return site.count("state = 'sent'") >= 3000; }))
+        << daemon.output();
+    daemon.signal(SIGKILL);
+    daemon.wait();
+  }
+  const auto in_flight = site.count("state = 'sending'");
+  const auto sent_before = site.count("state = 'sent'");
+  ASSERT_LT(sent_before, 10000) << "the kill must land mid-campaign";
+
+  auto log = site.run_until_idle();
+
+  auto ids = message_ids(smtp);
+  std::set<std::string> unique(ids.begin(), ids.end());
+  EXPECT_EQ(unique.size(), 10000u) << "every recipient got the message";
+  const auto duplicates = static_cast<std::int64_t>(ids.size() - unique.size());
+  EXPECT_LE(duplicates, in_flight) << "duplicates only among messages in flight at the kill";
+  EXPECT_EQ(site.count("state = 'sent'"), 10000);
+  const auto reported = site.count("reclaimed AND state = 'sent'");
+  EXPECT_GE(reported, duplicates) << "every possible duplicate is reported";
+  if (in_flight > 0) EXPECT_THAT(log, HasSubstr("duplicates"));
+}
+
+TEST(Daemon, TwoDaemonsOnOneDatabaseDeliverTenThousandWithoutDuplicates) {
+  auto db = fresh_database("daemon_two");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  add_audience(site, 4, 2500);
+  site.add_kit("big", "");
+  // Apply the schema first so both daemons race on the outbox, not only on migrations.
+  ASSERT_EQ(run_program(site.channeld({"migrate"})).first, 0);
+
+  Process a(site.channeld({"--until-idle", "--owner", "a"}), site.dir() / "a.log");
+  Process b(site.channeld({"--until-idle", "--owner", "b"}), site.dir() / "b.log");
+  EXPECT_EQ(a.wait(), 0) << a.output();
+  EXPECT_EQ(b.wait(), 0) << b.output();
+
+  auto ids = message_ids(smtp);
+  std::set<std::string> unique(ids.begin(), ids.end());
+  EXPECT_EQ(ids.size(), 10000u);
+  EXPECT_EQ(unique.size(), 10000u) << "no duplicates";
+  soci::session sql("postgresql", db);
+  std::int64_t by_a = 0, by_b = 0;
+  sql << "SELECT count(*) FROM outbox WHERE lease_owner = 'a' AND state = 'sent'", soci::into(by_a);
+  sql << "SELECT count(*) FROM outbox WHERE lease_owner = 'b' AND state = 'sent'", soci::into(by_b);
+  EXPECT_GT(by_a, 0) << "both daemons took part";
+  EXPECT_GT(by_b, 0) << "both daemons took part";
+}
+
+TEST(Daemon, TemporaryFailuresAreRetriedUntilEveryMessageArrives) {
+  auto db = fresh_database("daemon_tempfail");
+  if (db.empty()) return;
+  SmtpTestServer::Options options;
+  options.tempfail_first = 30;
+  SmtpTestServer smtp(options);
+  Site site(db, smtp.port());
+  add_audience(site, 2, 20);
+  site.add_kit("k", "");
+
+  site.run_until_idle();
+
+  EXPECT_EQ(message_ids(smtp).size(), 40u);
+  EXPECT_EQ(site.count("state = 'sent'"), 40);
+  EXPECT_GE(site.count("attempts > 1"), 1) << "some messages needed a retry";
+}
+
+TEST(Daemon, APermanentRecipientFailureSuppressesTheAddress) {
+  auto db = fresh_database("daemon_bounce");
+  if (db.empty()) return;
+  SmtpTestServer::Options options;
+  options.reject_rcpt = "contact1@";
+  SmtpTestServer smtp(options);
+  Site site(db, smtp.port());
+  add_audience(site, 1, 3);
+  site.add_kit("k", "");
+
+  site.run_until_idle();
+
+  EXPECT_EQ(message_ids(smtp).size(), 2u);
+  EXPECT_EQ(site.count("state = 'bounced'"), 1);
+  soci::session sql("postgresql", db);
+  std::int64_t suppressed = 0;
+  sql << "SELECT count(*) FROM suppression WHERE email = :e", soci::use(Site::email("p0", 1)),
+      soci::into(suppressed);
+  EXPECT_EQ(suppressed, 1);
+}
+
+TEST(Daemon, ADownServerDelaysDeliveryAndLosesNothing) {
+  auto db = fresh_database("daemon_down");
+  if (db.empty()) return;
+  // Reserve a port, then leave it closed while the daemon tries.
+  int port = 0;
+  { SmtpTestServer probe; port = probe.port(); }
+  Site site(db, port, "max_attempts = 1000\n");
+  add_audience(site, 1, 5);
+  site.add_kit("k", "");
+
+  Process daemon(site.channeld({"--until-idle"}), site.dir() / "daemon.log");
+  ASSERT_TRUE(eventually([&] { return site.count("state = 'queued' AND attempts >= 1") == 5; }))
+      << daemon.output();
+  EXPECT_EQ(site.count("state IN ('failed', 'bounced')"), 0);
+
+  SmtpTestServer::Options options;
+  options.port = port;
+  SmtpTestServer smtp(options);
+  EXPECT_EQ(daemon.wait(), 0) << daemon.output();
+  EXPECT_EQ(message_ids(smtp).size(), 5u);
+  EXPECT_EQ(site.count("state = 'sent'"), 5);
+}
+
+}  // namespace
+}  // namespace channeld::testing

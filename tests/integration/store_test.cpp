@@ -1,0 +1,500 @@
+// The store against a real PostgreSQL: every test gets a fresh database with the shipped
+// migrations applied, and drives time through the `now` arguments, never the wall clock. The
+// tests read rows back with plain SQL where the Store API does not expose a column, so they
+// check what is really in the table.
+#include "store/store.hpp"
+
+#include <gtest/gtest.h>
+#include <soci/soci.h>
+
+#include <algorithm>
+#include <cctype>
+#include <latch>
+#include <set>
+#include <thread>
+
+#include "support/support.hpp"
+
+namespace channeld::store {
+namespace {
+
+using namespace std::chrono_literals;
+
+const SysTime t0 = SysTime{std::chrono::sys_days{std::chrono::year{2026} / 12 / 1}} + 9h;
+constexpr std::chrono::seconds kLease = 60s;
+
+long long epoch(SysTime t) {
+  return t.time_since_epoch().count();
+}
+
+NewMessage message(const std::string& email, SysTime due = t0,
+                   const std::string& partner = "acme-it", const std::string& step = "announce") {
+  NewMessage m;
+  m.kit_id = "q4-cloud";
+  m.kit_version = 1;
+  m.step_id = step;
+  m.partner_id = partner;
+  m.email = email;
+  m.contact_json = R"({"email": ")" + email + R"("})";
+  m.due_at = due;
+  return m;
+}
+
+Outcome outcome(std::int64_t id, OutcomeKind kind, std::string detail = "",
+                SysTime retry_at = SysTime{}) {
+  Outcome o;
+  o.id = id;
+  o.kind = kind;
+  o.detail = std::move(detail);
+  o.retry_at = retry_at;
+  return o;
+}
+
+// A database name from the running test's name: unique per test, valid as an identifier.
+std::string database_for_this_test(const std::string& prefix) {
+  std::string name = prefix + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::transform(name.begin(), name.end(), name.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return name.substr(0, 63);
+}
+
+// The columns of one outbox row that the Store API does not hand back.
+struct OutboxRow {
+  std::string state;
+  int attempts = 0;
+  long long due_at = 0;
+  std::string last_error;
+  std::string lease_owner;
+  int reclaimed = 0;
+  int events = 0;
+};
+
+// One database for the suite, migrated once and emptied before each test: creating a
+// database per test would cost most of the suite's time.
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static const std::string suite_database = [] {
+      std::string conninfo = testing::fresh_database("store_test");
+      if (!conninfo.empty()) Store(conninfo, 1).migrate();
+      return conninfo;
+    }();
+    conninfo_ = suite_database;
+    if (conninfo_.empty()) {
+      // The first test already heard why from fresh_database; the others hear it here.
+      if (!IsSkipped() && !HasFailure()) testing::missing_server("PostgreSQL (CHANNELD_TEST_PG)");
+      return;
+    }
+    db_.open("postgresql", conninfo_);
+    // DELETE, not TRUNCATE: on tables this small it is several times faster.
+    db_ << "DELETE FROM delivery_event; DELETE FROM outbox; DELETE FROM suppression;"
+           " DELETE FROM expansion; DELETE FROM kit_state";
+    store_ = std::make_unique<Store>(conninfo_, 4);
+  }
+
+  Store& store() { return *store_; }
+
+  std::vector<ClaimedMessage> claim(const std::string& owner, SysTime now,
+                                    std::size_t limit = 100) {
+    return store_->claim(owner, limit, now, kLease);
+  }
+
+  OutboxRow row(std::int64_t id) {
+    OutboxRow r;
+    const long long key = id;
+    soci::indicator error_ind = soci::i_ok, owner_ind = soci::i_ok;
+    db_ << "SELECT state, attempts, CAST(extract(epoch FROM due_at) AS bigint), last_error,"
+           " lease_owner, CAST(reclaimed AS integer),"
+           " (SELECT count(*) FROM delivery_event e WHERE e.outbox_id = o.id)"
+           " FROM outbox o WHERE id = :id",
+        soci::use(key), soci::into(r.state), soci::into(r.attempts), soci::into(r.due_at),
+        soci::into(r.last_error, error_ind), soci::into(r.lease_owner, owner_ind),
+        soci::into(r.reclaimed), soci::into(r.events);
+    return r;
+  }
+
+  std::string conninfo_;
+  std::unique_ptr<Store> store_;
+  soci::session db_;
+};
+
+// ---- migrations ----
+
+TEST_F(StoreTest, MigrateAppliesEveryMigrationOnceAndThenNothing) {
+  const std::string other = testing::fresh_database(database_for_this_test("store_"));
+  Store fresh(other, 1);
+  EXPECT_EQ(fresh.schema_version(), 0);
+
+  const std::vector<int> applied = fresh.migrate();
+  ASSERT_FALSE(applied.empty());
+  EXPECT_EQ(applied.front(), 1);
+  EXPECT_EQ(applied.back(), Store::latest_schema_version());
+  EXPECT_TRUE(std::is_sorted(applied.begin(), applied.end()));
+  EXPECT_EQ(fresh.schema_version(), Store::latest_schema_version());
+
+  EXPECT_TRUE(fresh.migrate().empty());
+  EXPECT_EQ(fresh.schema_version(), Store::latest_schema_version());
+}
+
+TEST_F(StoreTest, TwoDaemonsMigratingTogetherApplyTheSchemaOnce) {
+  const std::string other = testing::fresh_database(database_for_this_test("store_"));
+  Store first(other, 1);
+  Store second(other, 1);
+  std::vector<int> by_first, by_second;
+  std::latch start(2);
+  std::thread a([&] {
+    start.arrive_and_wait();
+    by_first = first.migrate();
+  });
+  std::thread b([&] {
+    start.arrive_and_wait();
+    by_second = second.migrate();
+  });
+  a.join();
+  b.join();
+
+  // One of them did all the work; the other found it done.
+  EXPECT_TRUE(by_first.empty() != by_second.empty());
+  const auto& applied = by_first.empty() ? by_second : by_first;
+  EXPECT_EQ(static_cast<int>(applied.size()), Store::latest_schema_version());
+  soci::session db("postgresql", other);
+  int rows = 0;
+  db << "SELECT count(*) FROM schema_migrations", soci::into(rows);
+  EXPECT_EQ(rows, Store::latest_schema_version());
+}
+
+// ---- enqueue ----
+
+TEST_F(StoreTest, EnqueueSkipsMessagesWhoseIdempotencyKeyExists) {
+  EXPECT_EQ(store().enqueue({message("a@x.example"), message("a@x.example")}), 1u);
+  EXPECT_EQ(store().enqueue({message("a@x.example"), message("b@x.example")}), 1u);
+
+  // A new kit version is the same message: the key has no version in it.
+  NewMessage v2 = message("a@x.example");
+  v2.kit_version = 2;
+  EXPECT_EQ(store().enqueue({v2}), 0u);
+  EXPECT_EQ(store().counts_by_state()["queued"], 2);
+}
+
+TEST_F(StoreTest, IdempotencyKeyIgnoresTheCaseOfTheEmail) {
+  EXPECT_EQ(idempotency_key("q4-cloud", "announce", "acme-it", "Pat@X.Example"),
+            "q4-cloud/announce/acme-it/pat@x.example");
+  EXPECT_EQ(store().enqueue({message("pat@x.example"), message("Pat@X.Example")}), 1u);
+}
+
+TEST_F(StoreTest, EnqueueKeepsQuotesBackslashesCommasBracesAndUnicodeIntact) {
+  NewMessage m = message(R"(o"brien,{x}\y@x.example)");
+  // jsonb's own rendering of this object, so the round trip can be compared as text.
+  m.contact_json = R"({"company": "O\"Brien, {Ltd} \\ NULL Ünïcødé ✓"})";
+  ASSERT_EQ(store().enqueue({m}), 1u);
+
+  const auto claimed = claim("daemon-a", t0);
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].email, m.email);
+  EXPECT_EQ(claimed[0].contact_json, m.contact_json);
+  EXPECT_EQ(claimed[0].idempotency_key,
+            idempotency_key("q4-cloud", "announce", "acme-it", m.email));
+}
+
+TEST_F(StoreTest, EnqueueInsertsTenThousandMessagesInOneBatch) {
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < 10'000; ++i) batch.push_back(message("c" + std::to_string(i) + "@x.example"));
+  EXPECT_EQ(store().enqueue(batch), 10'000u);
+  EXPECT_EQ(store().enqueue(batch), 0u);
+  EXPECT_EQ(store().counts_by_state()["queued"], 10'000);
+}
+
+// ---- claim ----
+
+TEST_F(StoreTest, ClaimTakesOnlyMessagesThatAreDue) {
+  store().enqueue({message("now@x.example", t0), message("later@x.example", t0 + 1h)});
+
+  // Leased past the second message's due time, so only that one is due then.
+  const auto first = store().claim("daemon-a", 100, t0, 2h);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].email, "now@x.example");
+  EXPECT_EQ(first[0].attempts, 1);
+  EXPECT_FALSE(first[0].reclaimed);
+  EXPECT_TRUE(claim("daemon-a", t0 + 30s).empty());
+
+  const auto second = claim("daemon-a", t0 + 1h);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].email, "later@x.example");
+  EXPECT_EQ(row(second[0].id).lease_owner, "daemon-a");
+}
+
+TEST_F(StoreTest, ClaimHonoursTheLimitAndNextDueReportsTheRest) {
+  EXPECT_EQ(store().next_due(), std::nullopt);
+  store().enqueue({message("a@x.example", t0), message("b@x.example", t0 + 5min),
+                   message("c@x.example", t0 + 10min)});
+  EXPECT_EQ(store().next_due(), t0);
+
+  EXPECT_EQ(claim("daemon-a", t0 + 1h, 2).size(), 2u);
+  EXPECT_EQ(store().next_due(), t0 + 10min);
+}
+
+TEST_F(StoreTest, ConcurrentClaimsNeverShareAMessageAndMissNone) {
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < 2'000; ++i) batch.push_back(message("c" + std::to_string(i) + "@x.example"));
+  ASSERT_EQ(store().enqueue(batch), 2'000u);
+
+  std::vector<std::int64_t> got_a, got_b;
+  std::latch start(2);
+  auto drain = [&](const std::string& owner, std::vector<std::int64_t>& got) {
+    start.arrive_and_wait();
+    for (;;) {
+      const auto claimed = store().claim(owner, 50, t0, kLease);
+      if (claimed.empty()) return;
+      for (const auto& m : claimed) got.push_back(m.id);
+    }
+  };
+  std::thread a(drain, "daemon-a", std::ref(got_a));
+  std::thread b(drain, "daemon-b", std::ref(got_b));
+  a.join();
+  b.join();
+
+  std::set<std::int64_t> all(got_a.begin(), got_a.end());
+  all.insert(got_b.begin(), got_b.end());
+  EXPECT_EQ(got_a.size() + got_b.size(), 2'000u) << "a row was claimed twice";
+  EXPECT_EQ(all.size(), 2'000u);
+  EXPECT_EQ(store().counts_by_state()["sending"], 2'000);
+}
+
+TEST_F(StoreTest, AnExpiredLeaseIsReclaimedAndFlaggedAndItsOldOwnerIsIgnored) {
+  store().enqueue({message("a@x.example")});
+  const auto first = claim("daemon-a", t0);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_TRUE(claim("daemon-b", t0 + kLease - 1s).empty()) << "lease still held";
+
+  const auto second = claim("daemon-b", t0 + kLease + 1s);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].id, first[0].id);
+  EXPECT_TRUE(second[0].reclaimed);
+  EXPECT_EQ(second[0].attempts, 2);
+
+  // daemon-a finishes late: its lease is gone, so its outcome must not count.
+  store().record("daemon-a", {outcome(first[0].id, OutcomeKind::failed, "550 late")},
+                 t0 + kLease + 2s);
+  EXPECT_EQ(row(first[0].id).state, "sending");
+  EXPECT_EQ(row(first[0].id).lease_owner, "daemon-b");
+  EXPECT_EQ(row(first[0].id).events, 0);
+
+  store().record("daemon-b", {outcome(first[0].id, OutcomeKind::sent, "250 ok")}, t0 + kLease + 3s);
+  EXPECT_EQ(row(first[0].id).state, "sent");
+  EXPECT_EQ(store().reclaimed_total(), 1);
+}
+
+// ---- record ----
+
+TEST_F(StoreTest, RetryReturnsTheMessageToTheQueueAtRetryAt) {
+  store().enqueue({message("a@x.example")});
+  const auto id = claim("daemon-a", t0).at(0).id;
+  store().record("daemon-a", {outcome(id, OutcomeKind::retry, "421 busy", t0 + 10min)}, t0);
+
+  const OutboxRow r = row(id);
+  EXPECT_EQ(r.state, "queued");
+  EXPECT_EQ(r.due_at, epoch(t0 + 10min));
+  EXPECT_EQ(r.last_error, "421 busy");
+  EXPECT_EQ(r.lease_owner, "");
+  EXPECT_EQ(r.events, 1);
+
+  EXPECT_TRUE(claim("daemon-a", t0 + 9min).empty());
+  const auto again = claim("daemon-a", t0 + 10min);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].attempts, 2);
+}
+
+TEST_F(StoreTest, DeferredIsNotCountedAsAnAttempt) {
+  store().enqueue({message("a@x.example")});
+  const auto id = claim("daemon-a", t0).at(0).id;
+  store().record("daemon-a", {outcome(id, OutcomeKind::deferred, "outside window", t0 + 12h)}, t0);
+
+  EXPECT_EQ(row(id).state, "queued");
+  EXPECT_EQ(row(id).attempts, 0);
+  const auto again = claim("daemon-a", t0 + 12h);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].attempts, 1);
+}
+
+TEST_F(StoreTest, BouncedSuppressesTheAddressForEveryPartner) {
+  store().enqueue(
+      {message("gone@x.example", t0, "acme-it"), message("gone@x.example", t0 + 1h, "globex")});
+  const auto id = claim("daemon-a", t0).at(0).id;
+  store().record("daemon-a", {outcome(id, OutcomeKind::bounced, "550 no such user")}, t0);
+
+  EXPECT_EQ(row(id).state, "bounced");
+  EXPECT_TRUE(store().is_suppressed("gone@x.example", "globex"));
+  std::string reason;
+  db_ << "SELECT reason FROM suppression WHERE email = 'gone@x.example' AND partner_id = ''",
+      soci::into(reason);
+  EXPECT_EQ(reason, "hard bounce: 550 no such user");
+
+  const auto other_partner = claim("daemon-a", t0 + 1h);
+  ASSERT_EQ(other_partner.size(), 1u);
+  EXPECT_TRUE(other_partner[0].suppressed);
+}
+
+TEST_F(StoreTest, RecordMovesEachMessageToTheStateOfItsOutcome) {
+  store().enqueue({message("sent@x.example"), message("failed@x.example"),
+                   message("suppressed@x.example"), message("expired@x.example")});
+  std::map<std::string, std::int64_t> id_of;
+  for (const auto& m : claim("daemon-a", t0)) id_of[m.email] = m.id;
+  ASSERT_EQ(id_of.size(), 4u);
+
+  Outcome sent = outcome(id_of["sent@x.example"], OutcomeKind::sent, "250 ok");
+  sent.message_id = "<1@mkt.vendor.example>";
+  sent.rendered_version = 1;
+  store().record("daemon-a",
+                 {sent, outcome(id_of["failed@x.example"], OutcomeKind::failed, "554 rejected"),
+                  outcome(id_of["suppressed@x.example"], OutcomeKind::suppressed),
+                  outcome(id_of["expired@x.example"], OutcomeKind::expired)},
+                 t0 + 1s);
+
+  for (const auto& [email, id] : id_of) {
+    EXPECT_EQ(row(id).state, email.substr(0, email.find('@')));
+    EXPECT_EQ(row(id).lease_owner, "");
+    EXPECT_EQ(row(id).events, 1);
+  }
+  EXPECT_EQ(row(id_of["failed@x.example"]).last_error, "554 rejected");
+  std::string message_id;
+  long long sent_at = 0;
+  const long long sent_id = id_of["sent@x.example"];
+  db_ << "SELECT message_id, CAST(extract(epoch FROM sent_at) AS bigint) FROM outbox"
+         " WHERE id = :id",
+      soci::use(sent_id), soci::into(message_id), soci::into(sent_at);
+  EXPECT_EQ(message_id, "<1@mkt.vendor.example>");
+  EXPECT_EQ(sent_at, epoch(t0 + 1s));
+  EXPECT_TRUE(claim("daemon-a", t0 + 1h).empty()) << "final states are never claimed again";
+}
+
+TEST_F(StoreTest, ReleaseReturnsLeasedMessagesAsIfNeverClaimed) {
+  store().enqueue({message("a@x.example"), message("b@x.example")});
+  ASSERT_EQ(claim("daemon-a", t0).size(), 2u);
+  EXPECT_EQ(store().release("daemon-b"), 0u);
+  EXPECT_EQ(store().release("daemon-a"), 2u);
+
+  const auto again = claim("daemon-b", t0);
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0].attempts, 1);
+  EXPECT_FALSE(again[0].reclaimed);
+}
+
+TEST_F(StoreTest, ExpireKitExpiresOnlyQueuedMessagesOfThatKit) {
+  NewMessage other_kit = message("a@x.example");
+  other_kit.kit_id = "other-kit";
+  store().enqueue({message("a@x.example"), message("b@x.example", t0 + 1h), other_kit});
+  const auto leased = claim("daemon-a", t0, 1);
+  ASSERT_EQ(leased.size(), 1u);
+
+  EXPECT_EQ(store().expire_kit("q4-cloud", t0), 1u);
+  const auto counts = store().counts_by_state();
+  EXPECT_EQ(counts.at("expired"), 1);
+  EXPECT_EQ(counts.at("sending"), 1) << "a message being sent is settled by its dispatcher";
+  EXPECT_EQ(counts.at("queued"), 1);
+}
+
+// ---- suppression, expansion, kits, results ----
+
+TEST_F(StoreTest, SuppressionAppliesToOnePartnerOrToAll) {
+  store().suppress("Pat@X.Example", "acme-it", "unsubscribed");
+  EXPECT_TRUE(store().is_suppressed("pat@x.example", "acme-it"));
+  EXPECT_FALSE(store().is_suppressed("pat@x.example", "globex"));
+
+  store().suppress("sam@x.example", "", "complaint");
+  EXPECT_TRUE(store().is_suppressed("sam@x.example", "acme-it"));
+  EXPECT_TRUE(store().is_suppressed("sam@x.example", "globex"));
+}
+
+TEST_F(StoreTest, SuppressingAgainNeverChangesTheFirstReason) {
+  store().suppress("pat@x.example", "acme-it", "unsubscribed");
+  store().suppress("pat@x.example", "acme-it", "imported from list");
+  std::string reason;
+  int rows = 0;
+  db_ << "SELECT min(reason), count(*) FROM suppression", soci::into(reason), soci::into(rows);
+  EXPECT_EQ(rows, 1);
+  EXPECT_EQ(reason, "unsubscribed");
+}
+
+TEST_F(StoreTest, ExpansionIsRememberedPerContactsDigest) {
+  EXPECT_FALSE(store().expanded("q4-cloud", "announce", "acme-it", "d1"));
+  store().mark_expanded("q4-cloud", "announce", "acme-it", "d1");
+  store().mark_expanded("q4-cloud", "announce", "acme-it", "d1");
+  EXPECT_TRUE(store().expanded("q4-cloud", "announce", "acme-it", "d1"));
+  EXPECT_FALSE(store().expanded("q4-cloud", "announce", "acme-it", "d2"));
+  EXPECT_FALSE(store().expanded("q4-cloud", "announce", "globex", "d1"));
+}
+
+TEST_F(StoreTest, RecordKitStateReplacesTheKitsPreviousRow) {
+  store().record_kit_state({"q4-cloud", 1, "aaa", "live", "", t0});
+  store().record_kit_state({"b-kit", 3, "bbb", "refused", "kit.toml:4: bad delay", t0});
+  store().record_kit_state(
+      {"q4-cloud", 2, "ccc", "refused", "announce.html: unknown {{x}}", t0 + 1h});
+
+  const auto states = store().kit_states();
+  ASSERT_EQ(states.size(), 2u);
+  EXPECT_EQ(states[0].kit_id, "b-kit");
+  EXPECT_EQ(states[1].kit_id, "q4-cloud");
+  EXPECT_EQ(states[1].version, 2);
+  EXPECT_EQ(states[1].digest, "ccc");
+  EXPECT_EQ(states[1].state, "refused");
+  EXPECT_EQ(states[1].error, "announce.html: unknown {{x}}");
+  EXPECT_EQ(states[1].updated_at, t0 + 1h);
+}
+
+TEST_F(StoreTest, DeliveryCountsGroupByKitPartnerAndState) {
+  store().enqueue({message("a@x.example", t0, "acme-it"), message("b@x.example", t0, "acme-it"),
+                   message("c@x.example", t0 + 1h, "acme-it"),
+                   message("a@x.example", t0 + 1h, "globex")});
+  const auto sent = claim("daemon-a", t0);
+  ASSERT_EQ(sent.size(), 2u);
+  store().record("daemon-a",
+                 {outcome(sent[0].id, OutcomeKind::sent), outcome(sent[1].id, OutcomeKind::sent)},
+                 t0);
+
+  const auto counts = store().delivery_counts();
+  ASSERT_EQ(counts.size(), 3u);
+  auto expect_count = [](const DeliveryCount& c, const char* partner, const char* state,
+                         std::int64_t n) {
+    EXPECT_EQ(c.kit_id, "q4-cloud");
+    EXPECT_EQ(c.partner_id, partner);
+    EXPECT_EQ(c.state, state);
+    EXPECT_EQ(c.count, n);
+  };
+  expect_count(counts[0], "acme-it", "queued", 1);
+  expect_count(counts[1], "acme-it", "sent", 2);
+  expect_count(counts[2], "globex", "queued", 1);
+}
+
+// ---- connections and errors ----
+
+TEST_F(StoreTest, AStoreReconnectsAfterItsConnectionWasKilled) {
+  Store single(conninfo_, 1);
+  EXPECT_EQ(single.schema_version(), Store::latest_schema_version());
+  store_.reset();
+
+  // Waits (up to 5 s) until each backend has really gone.
+  db_ << "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+         " WHERE datname = current_database() AND pid <> pg_backend_pid()";
+
+  // The call that finds the connection dead fails; the next one gets a new connection.
+  EXPECT_THROW(single.schema_version(), StoreError);
+  EXPECT_EQ(single.schema_version(), Store::latest_schema_version());
+  EXPECT_TRUE(single.ping());
+}
+
+TEST(StoreConnection, ErrorsNeverRepeatThePassword) {
+  for (const std::string url :
+       {"host=127.0.0.1 port=1 user=channeld password=hunter2-secret dbname=x",
+        "postgresql://channeld:hunter2-secret@127.0.0.1:1/x"}) {
+    try {
+      Store store(url, 1);
+      ADD_FAILURE() << "connected to port 1";
+    } catch (const StoreError& e) {
+      EXPECT_EQ(std::string(e.what()).find("hunter2"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cannot connect"), std::string::npos) << e.what();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace channeld::store

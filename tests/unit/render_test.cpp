@@ -1,0 +1,582 @@
+#include "render/render.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "support/support.hpp"
+
+namespace channeld {
+namespace {
+
+using render::KitTemplates;
+using ::testing::HasSubstr;
+using ::testing::Not;
+namespace fs = std::filesystem;
+
+constexpr const char* kSecret = "test-link-secret-0123456789abcdefghij";
+// 2026-11-03 09:30:00 UTC, a Tuesday.
+const SysTime kDate = std::chrono::sys_days{std::chrono::year{2026} / 11 / 3} +
+                      std::chrono::hours{9} + std::chrono::minutes{30};
+
+// ---- small readers for what we wrote, independent of the code under test -----------------
+
+std::string base64_decode(std::string_view in) {
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v;
+    if (c >= 'A' && c <= 'Z')
+      v = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      v = c - '0' + 52;
+    else if (c == '+')
+      v = 62;
+    else if (c == '/')
+      v = 63;
+    else
+      continue;  // padding
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+std::string qp_decode(std::string_view in) {
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '=') {
+      out += in[i];
+    } else if (in.substr(i + 1, 2) == "\r\n") {
+      i += 2;  // soft line break
+    } else {
+      out += static_cast<char>(std::stoi(std::string(in.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> lines_of(const std::string& mime) {
+  std::vector<std::string> lines;
+  std::size_t pos = 0;
+  while (pos < mime.size()) {
+    auto end = mime.find("\r\n", pos);
+    if (end == std::string::npos) end = mime.size();
+    lines.push_back(mime.substr(pos, end - pos));
+    pos = end + 2;
+  }
+  return lines;
+}
+
+// The header block's value for `name`, unfolded; "" if absent.
+std::string header(const std::string& mime, const std::string& name) {
+  std::string head = mime.substr(0, mime.find("\r\n\r\n"));
+  std::string unfolded;
+  for (std::size_t i = 0; i < head.size(); ++i) {
+    if (head.compare(i, 3, "\r\n ") == 0) {
+      i += 1;  // drop CRLF, keep the space
+      continue;
+    }
+    unfolded += head[i];
+  }
+  for (const auto& line : lines_of(unfolded + "\r\n")) {
+    if (line.rfind(name + ": ", 0) == 0) return line.substr(name.size() + 2);
+  }
+  return "";
+}
+
+// The decoded body of the part whose Content-Type starts with `type`.
+std::string part_body(const std::string& mime, const std::string& type) {
+  auto at = mime.find("Content-Type: " + type);
+  if (at == std::string::npos) return "";
+  auto start = mime.find("\r\n\r\n", at) + 4;
+  auto end = mime.find("\r\n--=_", start);
+  return qp_decode(mime.substr(start, end + 2 - start));
+}
+
+// ---- fixtures -------------------------------------------------------------------------------
+
+Config test_config() {
+  Config c;
+  c.http.public_url = "https://mkt.vendor.example/";
+  c.smtp.from_address = "partners@mkt.vendor.example";
+  c.vendor.name = "Vendor Inc.";
+  c.vendor.postal_address = "1 Vendor Way, Springfield, IL 62701, USA";
+  c.vendor.website = "https://vendor.example";
+  return c;
+}
+
+Partner test_partner() {
+  Partner p;
+  p.id = "acme-it";
+  p.name = "Acme IT Solutions";
+  p.tier = Tier::gold;
+  p.type = PartnerType::msp;
+  p.region = "NA";
+  p.timezone = "America/Chicago";
+  p.branding.logo_url = "https://www.acme-it.example/logo.png";
+  p.branding.primary_color = "#0a5fff";
+  p.branding.website = "https://www.acme-it.example";
+  p.branding.postal_address = "200 Main St, Austin, TX 78701, USA";
+  p.branding.sender_name = "Acme IT Solutions";
+  p.branding.reply_to = "marketing@acme-it.example";
+  p.source_file = "partners/acme-it.toml";
+  return p;
+}
+
+Contact test_contact() {
+  Contact c;
+  c.email = "dana.reyes@example.com";
+  c.first_name = "Dana";
+  c.last_name = "Reyes";
+  c.company = "Reyes Dental Group";
+  c.extra["industry"] = "healthcare";
+  return c;
+}
+
+Step email_step(const std::string& subject) {
+  Step s;
+  s.id = "announce";
+  s.channel = Channel::email;
+  s.subject = subject;
+  s.html_template = "announce.html.mustache";
+  s.text_template = "announce.txt.mustache";
+  return s;
+}
+
+// A kit folder of our own with a minimal layout, so each test states the templates it needs.
+class RenderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kit_.id = "q4";
+    kit_.name = "Q4 Cloud Migration";
+    kit_.version = 3;
+    kit_.owner = "field-marketing@vendor.example";
+    kit_.expires = std::chrono::year{2027} / 1 / 31;
+    kit_.folder = dir_.path().string();
+    write("layout.html.mustache",
+          "<html><body>{{{body}}}<p><a href=\"{{links.unsubscribe}}\">Unsubscribe</a></p>"
+          "</body></html>\n");
+    write("layout.txt.mustache", "{{{body}}}\n--\nUnsubscribe: {{links.unsubscribe}}\n");
+    write("announce.html.mustache", "<p>Hello {{contact.first_name}} from {{partner.name}}</p>");
+    write("announce.txt.mustache", "Hello {{contact.first_name}} from {{partner.name}}");
+    kit_.steps = {email_step("{{partner.name}} and {{vendor.name}}: your cloud move")};
+  }
+
+  void write(const std::string& name, const std::string& content) {
+    testing::write_file(dir_ / name, content);
+  }
+
+  std::shared_ptr<const KitTemplates> compile() {
+    return KitTemplates::compile(kit_, (dir_ / "no-shared-templates").string());
+  }
+
+  render::RenderedEmail render(const std::string& key = "q4:1:announce:acme-it:dana") {
+    auto templates = compile();
+    auto ctx = render::make_context(config_, kit_, partner_, kSecret);
+    return render::render_email(*templates, kit_.steps.front(), ctx, contact_, key, kDate);
+  }
+
+  std::vector<std::string> missing(const std::vector<std::string>& columns = {"industry"}) {
+    auto ctx = render::make_context(config_, kit_, partner_, kSecret);
+    return compile()->missing_variables(ctx, columns);
+  }
+
+  std::string compile_error() {
+    try {
+      compile();
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "(compiled without error)";
+  }
+
+  testing::TempDir dir_;
+  Kit kit_;
+  Config config_ = test_config();
+  Partner partner_ = test_partner();
+  Contact contact_ = test_contact();
+};
+
+// ---- escaping -------------------------------------------------------------------------------
+
+TEST_F(RenderTest, HtmlEscapesAPartnerNameCarryingMarkup) {
+  partner_.name = "Acme <script>alert(1)</script>";
+  partner_.branding.sender_name = "Acme";
+  auto email = render();
+  EXPECT_THAT(email.html, HasSubstr("Acme &lt;script&gt;alert(1)&lt;/script&gt;"));
+  EXPECT_THAT(email.html, Not(HasSubstr("<script>")));
+  EXPECT_THAT(email.text, HasSubstr("from Acme <script>alert(1)</script>"));
+}
+
+TEST_F(RenderTest, SubjectIsPlainTextWithoutHtmlEntities) {
+  partner_.name = "Smith & Sons \"IT\"";
+  auto email = render();
+  EXPECT_EQ(email.subject, "Smith & Sons \"IT\" and Vendor Inc.: your cloud move");
+  EXPECT_EQ(header(email.mime, "Subject"), email.subject);
+}
+
+TEST_F(RenderTest, EncodesANonAsciiSubjectAsRfc2047WordsThatDecodeBack) {
+  partner_.name = "Müller & Söhne Systemhaus für Cloud-Migration und Sicherheit GmbH";
+  auto email = render();
+  std::string value = header(email.mime, "Subject");
+  ASSERT_EQ(value.rfind("=?UTF-8?B?", 0), 0u) << value;
+  std::string decoded;
+  std::istringstream words(value);
+  for (std::string word; words >> word;) {
+    EXPECT_LE(word.size(), 75u) << word;
+    ASSERT_EQ(word.substr(word.size() - 2), "?=");
+    decoded += base64_decode(word.substr(10, word.size() - 12));
+  }
+  EXPECT_EQ(decoded, email.subject);
+  EXPECT_EQ(email.subject,
+            "Müller & Söhne Systemhaus für Cloud-Migration und Sicherheit GmbH and Vendor Inc.: "
+            "your cloud move");
+}
+
+TEST_F(RenderTest, RefusesASubjectThatWouldCarryALineBreak) {
+  partner_.name = "Acme\r\nBcc: victim@example.com";
+  partner_.branding.sender_name = "Acme";
+  EXPECT_THROW(render(), InputError);
+}
+
+TEST_F(RenderTest, RefusesAReplyToThatWouldCarryALineBreak) {
+  partner_.branding.reply_to = "marketing@acme-it.example\nBcc: victim@example.com";
+  try {
+    render();
+    FAIL() << "rendered a Reply-To with a line break";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("branding.reply_to"));
+  }
+}
+
+// ---- missing variables ----------------------------------------------------------------------
+
+TEST_F(RenderTest, ReportsAMissingVariableByNameStepAndFile) {
+  write("announce.html.mustache", "<p>Hi {{contact.first_name}},\n{{partner.nickname}}</p>");
+  auto found = missing();
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_THAT(found[0], HasSubstr("step 'announce' html: {{partner.nickname}}"));
+  EXPECT_THAT(found[0], HasSubstr("announce.html.mustache:2"));
+}
+
+TEST_F(RenderTest, ChecksContactVariablesAgainstTheCsvColumns) {
+  write("announce.txt.mustache", "Hello {{contact.first_name}} in {{contact.region}}");
+  auto without = missing({"industry"});
+  ASSERT_EQ(without.size(), 1u);
+  EXPECT_THAT(without[0], HasSubstr("{{contact.region}}"));
+  EXPECT_TRUE(missing({"industry", "region"}).empty());
+}
+
+TEST_F(RenderTest, AllowsASectionOnAnAbsentKeyAsAConditional) {
+  partner_.branding.logo_url.clear();
+  write("announce.html.mustache",
+        "{{#partner.branding.logo_url}}<img src=\"{{partner.branding.logo_url}}\">"
+        "{{/partner.branding.logo_url}}{{^partner.branding.logo_url}}{{partner.name}}"
+        "{{/partner.branding.logo_url}}");
+  EXPECT_TRUE(missing().empty());
+  EXPECT_THAT(render().html, HasSubstr("<html><body>Acme IT Solutions<p>"));
+}
+
+TEST_F(RenderTest, ResolvesNamesRelativeToTheEnclosingSection) {
+  write("announce.html.mustache",
+        "{{#partner.branding}}{{website}} {{partner.name}} {{nothing}}{{/partner.branding}}");
+  auto found = missing();
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_THAT(found[0], HasSubstr("{{nothing}}"));
+}
+
+TEST_F(RenderTest, RenderingRefusesAMissingVariableInsteadOfPrintingNothing) {
+  write("announce.html.mustache", "<p>{{partner.nickname}}</p>");
+  try {
+    render();
+    FAIL() << "rendered a missing variable as empty";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("{{partner.nickname}}"));
+  }
+}
+
+TEST_F(RenderTest, SeesTheKeysOfThePartnerFile) {
+  partner_.template_fields["branding.tagline"] = "Your IT, handled";
+  partner_.template_fields["webhook.secret_file"] = "/etc/channeld/acme.secret";
+  write("announce.html.mustache",
+        "<p>{{partner.branding.tagline}} {{partner.webhook.secret_file}}</p>");
+  auto found = missing();
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_THAT(found[0], HasSubstr("{{partner.webhook.secret_file}}"));
+}
+
+// ---- compile-time checks --------------------------------------------------------------------
+
+TEST_F(RenderTest, AppliesTheLayoutAndPartialsFromTheKitFolderThenTheSharedFolder) {
+  testing::TempDir shared;
+  testing::write_file(shared / "signature.mustache", "<em>The {{partner.name}} team</em>");
+  write("greeting.mustache", "<b>Hi {{contact.first_name}}</b>");
+  write("announce.html.mustache", "{{> greeting}}<p>news</p>{{> signature}}");
+  auto templates = KitTemplates::compile(kit_, shared.path().string());
+  auto ctx = render::make_context(config_, kit_, partner_, kSecret);
+  auto email = render::render_email(*templates, kit_.steps.front(), ctx, contact_, "k", kDate);
+  EXPECT_THAT(email.html, HasSubstr("<html><body><b>Hi Dana</b><p>news</p>"
+                                    "<em>The Acme IT Solutions team</em><p><a href="));
+}
+
+TEST_F(RenderTest, RefusesAPartialThatIncludesItself) {
+  write("loop.mustache", "again {{> loop}}");
+  write("announce.html.mustache", "{{> loop}}");
+  EXPECT_THAT(compile_error(), HasSubstr("includes itself"));
+}
+
+TEST_F(RenderTest, RefusesDelimiterChangesAsUnsupported) {
+  write("announce.html.mustache", "{{=<% %>=}}<% partner.name %>");
+  EXPECT_THAT(compile_error(), HasSubstr("announce.html.mustache:1"));
+  EXPECT_THAT(compile_error(), HasSubstr("not supported"));
+}
+
+TEST_F(RenderTest, NamesFileAndLineOfAnUnclosedSection) {
+  write("announce.html.mustache", "<p>\n{{#contact.company}}\n{{contact.company}}\n</p>");
+  std::string error = compile_error();
+  EXPECT_THAT(error, HasSubstr("announce.html.mustache:2"));
+  EXPECT_THAT(error, HasSubstr("{{#contact.company}} is never closed"));
+}
+
+TEST_F(RenderTest, NamesAMissingTemplateFile) {
+  kit_.steps.front().text_template = "annonce.txt.mustache";
+  EXPECT_THAT(compile_error(), HasSubstr("template 'annonce.txt.mustache' not found"));
+}
+
+TEST_F(RenderTest, RefusesAnEmailWhoseTextPartHasNoUnsubscribeLink) {
+  write("layout.txt.mustache", "{{{body}}}\n");
+  EXPECT_THAT(compile_error(), HasSubstr("text never shows {{links.unsubscribe}}"));
+}
+
+TEST_F(RenderTest, RefusesAnHtmlLayoutThatWouldEscapeTheBody) {
+  write("layout.html.mustache", "<html>{{body}} {{links.unsubscribe}}</html>");
+  EXPECT_THAT(compile_error(), HasSubstr("write {{{body}}}"));
+}
+
+// ---- MIME -----------------------------------------------------------------------------------
+
+TEST_F(RenderTest, BuildsAMultipartAlternativeWithTextBeforeHtml) {
+  auto email = render();
+  std::string type = header(email.mime, "Content-Type");
+  ASSERT_EQ(type.rfind("multipart/alternative; boundary=\"", 0), 0u) << type;
+  std::string boundary = type.substr(type.find('"') + 1);
+  boundary.pop_back();
+  auto first = email.mime.find("--" + boundary + "\r\nContent-Type: text/plain; charset=utf-8");
+  auto second = email.mime.find("--" + boundary + "\r\nContent-Type: text/html; charset=utf-8");
+  ASSERT_NE(first, std::string::npos);
+  ASSERT_NE(second, std::string::npos);
+  EXPECT_LT(first, second);
+  EXPECT_EQ(email.mime.substr(email.mime.size() - boundary.size() - 6), "--" + boundary + "--\r\n");
+  EXPECT_EQ(part_body(email.mime, "text/plain"),
+            "Hello Dana from Acme IT Solutions\r\n--\r\nUnsubscribe: " +
+                header(email.mime, "List-Unsubscribe")
+                    .substr(1, header(email.mime, "List-Unsubscribe").size() - 2) +
+                "\r\n");
+  EXPECT_EQ(header(email.mime, "MIME-Version"), "1.0");
+}
+
+TEST_F(RenderTest, UsesCrlfLineEndsThroughout) {
+  auto email = render();
+  for (std::size_t i = 0; i < email.mime.size(); ++i) {
+    if (email.mime[i] == '\n') {
+      ASSERT_TRUE(i > 0 && email.mime[i - 1] == '\r') << "bare LF at byte " << i;
+    }
+  }
+}
+
+TEST_F(RenderTest, AddressesFromThePartnerWithTheConfiguredSender) {
+  partner_.branding.sender_name = "Acme IT, Austin";
+  auto email = render();
+  EXPECT_EQ(header(email.mime, "From"), "\"Acme IT, Austin\" <partners@mkt.vendor.example>");
+  EXPECT_EQ(header(email.mime, "Reply-To"), "marketing@acme-it.example");
+  EXPECT_EQ(header(email.mime, "To"), "Dana Reyes <dana.reyes@example.com>");
+  EXPECT_EQ(email.envelope_from, "partners@mkt.vendor.example");
+  EXPECT_EQ(email.recipient, "dana.reyes@example.com");
+}
+
+TEST_F(RenderTest, DatesTheMessageInRfc5322FormatInUtc) {
+  EXPECT_EQ(header(render().mime, "Date"), "Tue, 03 Nov 2026 09:30:00 +0000");
+}
+
+TEST_F(RenderTest, GivesTheSameBytesAndMessageIdForTheSameIdempotencyKey) {
+  auto a = render("q4:1:announce:acme-it:dana");
+  auto b = render("q4:1:announce:acme-it:dana");
+  auto other = render("q4:1:announce:acme-it:marcus");
+  EXPECT_EQ(a.mime, b.mime);
+  EXPECT_EQ(a.message_id,
+            render::message_id_for("q4:1:announce:acme-it:dana", "partners@mkt.vendor.example"));
+  EXPECT_EQ(header(a.mime, "Message-ID"), a.message_id);
+  EXPECT_NE(other.message_id, a.message_id);
+  EXPECT_EQ(a.message_id.front(), '<');
+  EXPECT_THAT(a.message_id, HasSubstr("@mkt.vendor.example>"));
+}
+
+TEST_F(RenderTest, OffersOneClickUnsubscribeThroughAnHttpsLink) {
+  auto email = render();
+  std::string link = header(email.mime, "List-Unsubscribe");
+  ASSERT_EQ(link.rfind("<https://mkt.vendor.example/u/", 0), 0u) << link;
+  EXPECT_EQ(header(email.mime, "List-Unsubscribe-Post"), "List-Unsubscribe=One-Click");
+  std::string token = link.substr(30, link.size() - 31);
+  auto target = render::verify_unsubscribe_token(kSecret, token);
+  ASSERT_TRUE(target.has_value());
+  EXPECT_EQ(target->partner_id, "acme-it");
+  EXPECT_EQ(target->email, "dana.reyes@example.com");
+  EXPECT_THAT(email.html, HasSubstr(link.substr(1, link.size() - 2)));
+  EXPECT_THAT(header(email.mime, "List-Id"), HasSubstr("<q4.acme-it.mkt.vendor.example>"));
+}
+
+TEST_F(RenderTest, KeepsQuotedPrintableLinesWithin76Characters) {
+  std::string long_line;
+  for (int i = 0; i < 40; ++i) long_line += "Grüße aus München = viele Wörter ";
+  write("announce.html.mustache", "<p>" + long_line + "</p>\n.leading dot\ntrailing space \nend");
+  auto email = render();
+  auto lines = lines_of(email.mime);
+  auto body = std::find(lines.begin(), lines.end(), "");
+  for (auto it = body; it != lines.end(); ++it) EXPECT_LE(it->size(), 76u) << *it;
+  std::string html = part_body(email.mime, "text/html");
+  EXPECT_THAT(html,
+              HasSubstr("<p>" + long_line + "</p>\r\n.leading dot\r\ntrailing space \r\nend"));
+}
+
+// ---- tokens ---------------------------------------------------------------------------------
+
+TEST(LinkTokens, UnsubscribeTokenRoundTrips) {
+  auto token = render::unsubscribe_token(kSecret, "acme-it", "dana.reyes@example.com");
+  auto target = render::verify_unsubscribe_token(kSecret, token);
+  ASSERT_TRUE(target.has_value());
+  EXPECT_EQ(target->partner_id, "acme-it");
+  EXPECT_EQ(target->email, "dana.reyes@example.com");
+  EXPECT_EQ(
+      token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."),
+      std::string::npos);
+}
+
+TEST(LinkTokens, RejectsATamperedOrForeignToken) {
+  auto token = render::unsubscribe_token(kSecret, "acme-it", "dana.reyes@example.com");
+  auto forged = render::unsubscribe_token("another-secret", "acme-it", "marcus@example.com");
+  std::string swapped = forged.substr(0, forged.find('.')) + token.substr(token.find('.'));
+  std::string flipped = token;
+  flipped.back() = flipped.back() == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(render::verify_unsubscribe_token(kSecret, swapped));
+  EXPECT_FALSE(render::verify_unsubscribe_token(kSecret, flipped));
+  EXPECT_FALSE(render::verify_unsubscribe_token(kSecret, forged));
+  EXPECT_FALSE(render::verify_unsubscribe_token(kSecret, token.substr(0, token.find('.'))));
+  EXPECT_FALSE(render::verify_unsubscribe_token(kSecret, "not a token"));
+  EXPECT_FALSE(render::verify_unsubscribe_token("", token));
+}
+
+TEST(LinkTokens, AViewTokenIsNotAnUnsubscribeToken) {
+  auto view = render::view_token(kSecret, "acme-it\ndana.reyes@example.com");
+  EXPECT_FALSE(render::verify_unsubscribe_token(kSecret, view));
+  EXPECT_EQ(render::verify_view_token(kSecret, view), "acme-it\ndana.reyes@example.com");
+}
+
+TEST(LinkTokens, RefusesToMintWithAnEmptySecret) {
+  EXPECT_THROW(render::unsubscribe_token("", "acme-it", "dana@example.com"), std::invalid_argument);
+}
+
+// ---- webhook payloads -----------------------------------------------------------------------
+
+TEST_F(RenderTest, EscapesWebhookPayloadValuesAsJson) {
+  write("lead.json.mustache",
+        "{\"email\": \"{{contact.email}}\", \"company\": \"{{contact.company}}\", "
+        "\"partner\": \"{{partner.id}}\"}");
+  Step hook;
+  hook.id = "crm-sync";
+  hook.channel = Channel::webhook;
+  hook.payload_template = "lead.json.mustache";
+  kit_.steps.push_back(hook);
+  contact_.company = "Reyes \"Dental\"\\Group\n<b>";
+  auto ctx = render::make_context(config_, kit_, partner_, kSecret);
+  auto payload = render::render_payload(*compile(), hook, ctx, contact_, "key");
+  auto json = nlohmann::json::parse(payload);
+  EXPECT_EQ(json["company"], "Reyes \"Dental\"\\Group\n<b>");
+  EXPECT_EQ(json["partner"], "acme-it");
+}
+
+TEST_F(RenderTest, RefusesTripleMustacheInAWebhookPayload) {
+  write("lead.json.mustache", "{\"email\": \"{{{contact.email}}}\"}");
+  Step hook;
+  hook.id = "crm-sync";
+  hook.channel = Channel::webhook;
+  hook.payload_template = "lead.json.mustache";
+  kit_.steps.push_back(hook);
+  EXPECT_THAT(compile_error(), HasSubstr("would skip JSON escaping"));
+}
+
+// ---- the bundled samples --------------------------------------------------------------------
+
+Kit sample_q4_kit() {
+  Kit kit;
+  kit.id = "q4-cloud-migration";
+  kit.name = "Q4 Cloud Migration";
+  kit.version = 1;
+  kit.owner = "field-marketing@vendor.example";
+  kit.expires = std::chrono::year{2027} / 1 / 31;
+  kit.folder = (testing::source_dir() / "campaigns" / "q4-cloud-migration").string();
+  Step announce = email_step("{{partner.name}} and {{vendor.name}}: your cloud move in 30 days");
+  Step follow_up = email_step("Your free migration assessment from {{partner.name}}");
+  follow_up.id = "follow-up";
+  follow_up.html_template = "follow-up.html.mustache";
+  follow_up.text_template = "follow-up.txt.mustache";
+  kit.steps = {announce, follow_up};
+  return kit;
+}
+
+TEST(BundledSamples, TheQ4KitRendersForASamplePartnerWithTheSharedTemplates) {
+  Kit kit = sample_q4_kit();
+  Config config = test_config();
+  Partner partner = test_partner();
+  auto templates = KitTemplates::compile(kit, (testing::source_dir() / "templates").string());
+  auto ctx = render::make_context(config, kit, partner, kSecret);
+  EXPECT_EQ(templates->missing_variables(ctx, {"industry"}), std::vector<std::string>{});
+  EXPECT_EQ(templates->missing_variables(ctx, {}), std::vector<std::string>{});
+
+  for (const Step& step : kit.steps) {
+    auto email = render::render_email(*templates, step, ctx, test_contact(), "k:" + step.id, kDate);
+    EXPECT_THAT(email.html, HasSubstr("Hi Dana,"));
+    EXPECT_THAT(email.html, HasSubstr("alt=\"Acme IT Solutions\""));
+    EXPECT_THAT(email.html, HasSubstr("200 Main St, Austin, TX 78701, USA"));
+    EXPECT_THAT(email.html, HasSubstr("https://mkt.vendor.example/u/"));
+    EXPECT_THAT(email.text, HasSubstr("Unsubscribe: https://mkt.vendor.example/u/"));
+    EXPECT_GT(email.html.size(), 4000u);
+  }
+}
+
+TEST(BundledSamples, TheWebinarKitRendersForAContactWithoutAName) {
+  Kit kit;
+  kit.id = "security-webinar";
+  kit.name = "Security Essentials Webinar";
+  kit.version = 1;
+  kit.expires = std::chrono::year{2026} / 12 / 10;
+  kit.folder = (testing::source_dir() / "campaigns" / "security-webinar").string();
+  Step invite = email_step("Join {{partner.name}} live: five security gaps attackers use first");
+  invite.id = "invite";
+  invite.html_template = "invite.html.mustache";
+  invite.text_template = "invite.txt.mustache";
+  kit.steps = {invite};
+  Config config = test_config();
+  Partner partner = test_partner();
+  Contact nameless;
+  nameless.email = "ops@example.com";
+  nameless.company = "Austin Community Credit Union";
+  auto templates = KitTemplates::compile(kit, (testing::source_dir() / "templates").string());
+  auto ctx = render::make_context(config, kit, partner, kSecret);
+  auto email = render::render_email(*templates, invite, ctx, nameless, "k", kDate);
+  EXPECT_THAT(email.text, HasSubstr("Hi there,"));
+  EXPECT_EQ(header(email.mime, "To"), "ops@example.com");
+}
+
+}  // namespace
+}  // namespace channeld
