@@ -101,9 +101,12 @@ void Dispatcher::claim() {
   claiming_ = true;
   asio::post(db_pool_, [this] {
     const SysTime now = clock_();
+    // Keep a quarter of the lease in hand for the send itself and the recording of its verdict.
+    const auto send_by = std::chrono::steady_clock::now() + lease_ - lease_ / 4;
     try {
       auto rows = store_.claim(owner_, batch_size_, now, lease_);
       Prepared prepared = prepare(std::move(rows), now);
+      for (auto& ready : prepared.ready) ready.send_by = send_by;
       asio::post(io_, [this, p = std::move(prepared)]() mutable { on_claimed(std::move(p)); });
     } catch (const std::exception& e) {
       spdlog::error("claiming due messages failed: {}; retrying in {}s", e.what(),
@@ -244,6 +247,14 @@ void Dispatcher::pump() {
   const auto now = deliver::TokenBucket::Clock::now();
   auto shortest_wait = deliver::TokenBucket::Clock::duration::max();
   for (auto it = ready_.begin(); it != ready_.end();) {
+    if (now > it->send_by) {
+      auto o = outcome(it->email.id, store::OutcomeKind::deferred,
+                       "lease nearly expired before sending; returned to the queue");
+      o.retry_at = clock_();
+      settle(std::move(o));
+      it = ready_.erase(it);
+      continue;
+    }
     auto wait = limits_.wait(it->email.partner_id, it->domain, now);
     if (wait > deliver::TokenBucket::Clock::duration::zero()) {
       shortest_wait = std::min(shortest_wait, wait);

@@ -50,6 +50,9 @@ class Dispatcher {
     int attempts = 0;
     int rendered_version = 0;
     std::string message_id;
+    // Past this, another daemon may already have reclaimed the row: sending would risk a
+    // duplicate, so the row goes back to the queue unsent instead.
+    std::chrono::steady_clock::time_point send_by;
   };
   struct Prepared {
     std::vector<Ready> ready;

@@ -226,8 +226,8 @@ constexpr const char* kRecord = R"(
     WHERE o.id = v.id AND o.state = 'sending' AND o.lease_owner = :owner
     RETURNING o.id, o.email, v.kind, v.detail),
   events AS (
-    INSERT INTO delivery_event (outbox_id, at, kind, detail)
-    SELECT id, CAST(:now AS timestamptz), kind, detail FROM settled),
+    INSERT INTO delivery_event (outbox_id, at, kind, detail, recorded_by)
+    SELECT id, CAST(:now AS timestamptz), kind, detail, :owner FROM settled),
   bounces AS (
     INSERT INTO suppression (email, partner_id, reason, created_at)
     SELECT DISTINCT ON (email) email, '', 'hard bounce: ' || detail, CAST(:now AS timestamptz)

@@ -8,6 +8,7 @@
 #include <soci/soci.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cctype>
 #include <latch>
 #include <set>
@@ -55,7 +56,10 @@ std::string database_for_this_test(const std::string& prefix) {
   std::string name = prefix + ::testing::UnitTest::GetInstance()->current_test_info()->name();
   std::transform(name.begin(), name.end(), name.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return name.substr(0, 63);
+  // PostgreSQL cuts names at 63 bytes: keep them unique with a hash of the whole name.
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%016zx", std::hash<std::string>{}(name));
+  return name.substr(0, 40) + "_" + hash;
 }
 
 // The columns of one outbox row that the Store API does not hand back.
@@ -69,13 +73,14 @@ struct OutboxRow {
   int events = 0;
 };
 
-// One database for the suite, migrated once and emptied before each test: creating a
-// database per test would cost most of the suite's time.
+// One database per test process, migrated once and emptied before each test (when the suite
+// runs as one process, the tests share it).
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // ctest runs each test in a process of its own, in parallel: one database per process.
     static const std::string suite_database = [] {
-      std::string conninfo = testing::fresh_database("store_test");
+      std::string conninfo = testing::fresh_database(database_for_this_test("st_"));
       if (!conninfo.empty()) Store(conninfo, 1).migrate();
       return conninfo;
     }();

@@ -28,6 +28,7 @@ std::string fresh_database(const std::string& name) {
   }
   {
     soci::session admin("postgresql", std::string(base));
+    admin << "SET client_min_messages = warning";
     admin << "DROP DATABASE IF EXISTS " + name + " WITH (FORCE)";
     admin << "CREATE DATABASE " + name;
   }

@@ -48,7 +48,9 @@ CREATE TABLE delivery_event (
   outbox_id  bigint NOT NULL REFERENCES outbox (id),
   at         timestamptz NOT NULL,
   kind       text NOT NULL,
-  detail     text NOT NULL DEFAULT ''
+  detail     text NOT NULL DEFAULT '',
+  -- the lease owner (host:pid:nonce) that recorded it; '' for events not tied to a send
+  recorded_by text NOT NULL DEFAULT ''
 );
 
 CREATE INDEX delivery_event_outbox ON delivery_event (outbox_id, at);
