@@ -26,6 +26,7 @@ constexpr int kOk = 0;
 constexpr int kRuntimeFailure = 1;
 constexpr int kUsage = 2;
 constexpr const char* kDefaultConfig = "/etc/channeld/channeld.toml";
+constexpr const char* kPreviewSecret = "preview-only-links-do-not-verify";
 
 constexpr const char* kHelp = R"(channeld: through-channel marketing daemon
 
@@ -86,7 +87,8 @@ SysTime now() {
 int check_config(const Args& args) {
   Config config = catalog::load_config(args.config());
   std::vector<std::string> problems;
-  auto snapshot = load_snapshot(config, nullptr, now(), problems);
+  // Validation renders no link, so it needs no real secret.
+  auto snapshot = load_snapshot(config, nullptr, now(), kPreviewSecret, problems);
   for (const auto& p : problems) std::fprintf(stderr, "%s\n", p.c_str());
   std::size_t live = 0;
   for (const auto& [id, entry] : snapshot->kits)
@@ -136,9 +138,11 @@ int preview(const Args& args) {
   Config config = catalog::load_config(args.config());
   const std::string kit_id = args.required("--kit");
   const std::string partner_id = args.required("--partner");
-  std::string secret;
-  if (!config.http.link_secret_file.empty())
-    secret = read_secret(config.http.link_secret_file, "http.link_secret_file");
+  // A preview never reaches a recipient: without a configured secret file its links are
+  // signed with a placeholder and will not verify.
+  const std::string secret = config.http.link_secret_file.empty()
+                                 ? kPreviewSecret
+                                 : read_secret(config.http.link_secret_file, "http.link_secret_file");
   auto partners = catalog::load_partners(config.paths.partners);
   auto it = partners.partners.find(partner_id);
   if (it == partners.partners.end())

@@ -99,7 +99,8 @@ class Daemon {
     auto applied = store_.migrate();
     if (!applied.empty()) spdlog::info("database: applied {} migrations", applied.size());
     std::vector<std::string> problems;
-    snapshots_.publish(load_snapshot(config, nullptr, system_now(), problems));
+    link_secret_ = store_.link_secret();
+    snapshots_.publish(load_snapshot(config, nullptr, system_now(), link_secret_, problems));
     for (const auto& p : problems) spdlog::warn("{}", p);
     announce_kits(nullptr);
     import_suppressions();
@@ -248,13 +249,15 @@ class Daemon {
         try {
           config = catalog::load_config(options_.config_path);
           warn_restart_only_changes(previous->config, config);
+          spdlog::info("config reloaded from {}", options_.config_path);
         } catch (const std::exception& e) {
           spdlog::error("config not reloaded, keeping the running one: {}", e.what());
         }
       }
       std::vector<std::string> problems;
       try {
-        snapshots_.publish(load_snapshot(config, previous.get(), system_now(), problems));
+        snapshots_.publish(
+            load_snapshot(config, previous.get(), system_now(), link_secret_, problems));
       } catch (const std::exception& e) {
         spdlog::error("reload failed, keeping the running kits and partners: {}", e.what());
         return;
@@ -398,6 +401,7 @@ class Daemon {
   metrics::Registry metrics_;
   Planner planner_;
   std::string owner_;
+  std::string link_secret_;  // from the database; used when the config names no secret file
   std::unique_ptr<deliver::EmailConnector> connector_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<catalog::FolderWatcher> watcher_;

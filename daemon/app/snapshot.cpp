@@ -46,12 +46,14 @@ bool expired_everywhere(const Kit& kit, const catalog::PartnerSet& partners, Sys
 }  // namespace
 
 std::shared_ptr<const Snapshot> load_snapshot(const Config& config, const Snapshot* previous,
-                                              SysTime now, std::vector<std::string>& problems) {
+                                              SysTime now, const std::string& stored_secret,
+                                              std::vector<std::string>& problems) {
   namespace fs = std::filesystem;
   auto next = std::make_shared<Snapshot>();
   next->config = config;
-  if (!config.http.link_secret_file.empty())
-    next->link_secret = read_secret(config.http.link_secret_file, "http.link_secret_file");
+  next->link_secret = config.http.link_secret_file.empty()
+                          ? stored_secret
+                          : read_secret(config.http.link_secret_file, "http.link_secret_file");
 
   next->partners = catalog::load_partners(config.paths.partners);
   for (const auto& p : next->partners.problems) problems.push_back(p.text());

@@ -62,8 +62,10 @@ class SnapshotHolder {
 // Loads everything from disk into a new snapshot, carrying forward the live version of any kit
 // whose new version is refused. Pure of the database; runs on a worker thread. `problems`
 // collects what was refused or skipped, for logging and `channeld check-config`.
+// `stored_secret` signs links when the config names no http.link_secret_file.
 std::shared_ptr<const Snapshot> load_snapshot(const Config& config, const Snapshot* previous,
-                                              SysTime now, std::vector<std::string>& problems);
+                                              SysTime now, const std::string& stored_secret,
+                                              std::vector<std::string>& problems);
 
 // Reads a secret file (link secret, SMTP password) whole, without a trailing newline. Throws
 // InputError naming the config key if it cannot be read or is empty.

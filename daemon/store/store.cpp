@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <random>
 #include <set>
 #include <string_view>
 #include <utility>
@@ -390,6 +391,25 @@ bool Store::ping() {
   } catch (const StoreError&) {
     return false;
   }
+}
+
+std::string Store::link_secret() {
+  // 32 bytes from the kernel's CSPRNG (std::random_device reads /dev/urandom on Linux).
+  std::random_device random;
+  std::string candidate;
+  for (int i = 0; i < 8; ++i) {
+    char word[9];
+    std::snprintf(word, sizeof word, "%08x", random());
+    candidate += word;
+  }
+  return impl_->run("reading the link secret", [&](soci::session& sql) {
+    // Two daemons starting together both insert; ON CONFLICT keeps the first, and both read it.
+    sql << "INSERT INTO setting (name, value) VALUES ('link_secret', :v) ON CONFLICT DO NOTHING",
+        soci::use(candidate);
+    std::string secret;
+    sql << "SELECT value FROM setting WHERE name = 'link_secret'", soci::into(secret);
+    return secret;
+  });
 }
 
 // ---- outbox ---------------------------------------------------------------------------------

@@ -121,6 +121,11 @@ class Store {
   // True if a round trip to the server works. Never throws.
   bool ping();
 
+  // The key that signs link tokens when the config names no http.link_secret_file: made once,
+  // at random, by whichever daemon asks first, and shared by every daemon on this database so a
+  // link minted by one verifies on all.
+  std::string link_secret();
+
   // ---- outbox ----
   // Inserts in one statement; rows whose idempotency key exists are skipped. Returns inserted.
   std::size_t enqueue(const std::vector<NewMessage>& batch);

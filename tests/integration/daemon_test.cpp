@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <httplib.h>
 #include <soci/soci.h>
 
 #include <map>
@@ -493,6 +494,195 @@ TEST(Daemon, ADownServerDelaysDeliveryAndLosesNothing) {
   EXPECT_EQ(daemon.wait(), 0) << daemon.output();
   EXPECT_EQ(message_ids(smtp).size(), 5u);
   EXPECT_EQ(site.count("state = 'sent'"), 5);
+}
+
+}  // namespace
+}  // namespace channeld::testing
+
+namespace channeld::testing {
+namespace {
+
+int http_port_from_log(const std::string& log) {
+  std::smatch m;
+  static const std::regex re("listening on port ([0-9]+)");
+  return std::regex_search(log, m, re) ? std::stoi(m[1].str()) : 0;
+}
+
+TEST(Daemon, SigtermStopsCleanlyReleasingWhatItHeldAndLosingNothing) {
+  auto db = fresh_database("daemon_sigterm");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  add_audience(site, 2, 2500);
+  site.add_kit("k", "");
+  site.migrate();
+  {
+    Process daemon(site.channeld({}), site.dir() / "first.log");
+    ASSERT_TRUE(eventually([&] { return site.count("state = 'sent'") >= 500; }))
+        << daemon.output();
+    daemon.signal(SIGTERM);
+    EXPECT_EQ(daemon.wait(std::chrono::seconds(40)), 0) << daemon.output();
+    EXPECT_THAT(daemon.output(), HasSubstr("SIGTERM: stopping"));
+  }
+  EXPECT_EQ(site.count("state = 'sending'"), 0) << "every leased row was recorded or released";
+  EXPECT_EQ(site.count("state IN ('sent', 'queued')"), 5000);
+
+  site.run_until_idle();
+  auto ids = message_ids(smtp);
+  EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), 5000u);
+  EXPECT_EQ(ids.size(), 5000u) << "a clean stop causes no duplicate";
+}
+
+TEST(Daemon, SighupReloadsTheConfigForMessagesNotYetRendered) {
+  auto db = fresh_database("daemon_sighup");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 1});
+  site.add_kit("k", "");
+  Process daemon(site.channeld({}), site.dir() / "daemon.log");
+  ASSERT_TRUE(eventually([&] { return smtp.messages().size() == 1; })) << daemon.output();
+
+  auto config = read_file(site.config());
+  config.replace(config.find("name = \"Vendor Inc.\""), 20, "name = \"Vendor Two\"");
+  write_file(site.config(), config);
+  daemon.signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] {
+    return daemon.output().find("config reloaded") != std::string::npos;
+  })) << daemon.output();
+  write_file(site.dir() / "partners" / "acme-it.csv",
+             "email,first_name,last_name,company,industry\n" + Site::email("acme-it", 0) +
+                 ",F,L,C,x\n" + Site::email("acme-it", 5) + ",G,L,C,x\n");
+  ASSERT_TRUE(eventually([&] { return smtp.messages().size() == 2; })) << daemon.output();
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0);
+  auto got = mails(smtp);
+  EXPECT_EQ(got[0].headers.at("subject"), "Partner acme-it and Vendor Inc.: kit k");
+  EXPECT_EQ(got[1].headers.at("subject"), "Partner acme-it and Vendor Two: kit k");
+}
+
+TEST(Daemon, ServesHealthReadinessMetricsAndDeliveryCounts) {
+  auto db = fresh_database("daemon_http");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 2});
+  site.add_kit("k", "");
+  site.migrate();
+  Process daemon(site.channeld({}), site.dir() / "daemon.log");
+  ASSERT_TRUE(eventually([&] { return site.count("state = 'sent'") == 2; })) << daemon.output();
+  const int port = http_port_from_log(daemon.output());
+  ASSERT_GT(port, 0) << daemon.output();
+
+  httplib::Client http("127.0.0.1", port);
+  auto health = http.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  auto ready = http.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200);
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_THAT(metrics->body, HasSubstr("channeld_messages_total{state=\"sent\"} 2"));
+  EXPECT_THAT(metrics->body, HasSubstr("channeld_outbox_messages{state=\"sent\"} 2"));
+  EXPECT_THAT(metrics->body, HasSubstr("channeld_kits{state=\"live\"} 1"));
+  EXPECT_THAT(metrics->body, HasSubstr("channeld_send_latency_seconds_bucket"));
+  auto counts = http.Get("/v1/deliveries");
+  ASSERT_TRUE(counts);
+  EXPECT_EQ(counts->status, 200);
+  EXPECT_THAT(counts->body, HasSubstr("\"kit_id\":\"k\""));
+  EXPECT_THAT(counts->body, HasSubstr("\"partner_id\":\"acme-it\""));
+  EXPECT_THAT(counts->body, HasSubstr("\"sent\":2"));
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0);
+}
+
+TEST(Daemon, OptInKitsGoOnlyToPartnersThatOptedIn) {
+  auto db = fresh_database("daemon_opt_in");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  PartnerSpec joined("joined", "gold", "msp", "America/Chicago", 2);
+  joined.extra_toml = "opt_in_kits = [\"webinar\"]\n";
+  site.add_partner(joined);
+  site.add_partner({"declined", "gold", "msp", "America/Chicago", 2});
+  site.add_kit("webinar", "enrollment = \"opt-in\"");
+
+  site.run_until_idle();
+
+  auto got = mails(smtp);
+  ASSERT_EQ(got.size(), 2u);
+  for (const auto& m : got) EXPECT_THAT(m.headers.at("to"), HasSubstr("joined"));
+}
+
+TEST(Daemon, AnExpiredKitSendsNothingNew) {
+  auto db = fresh_database("daemon_expired");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 2});
+  site.add_kit("old", "");
+  auto kit = read_file(site.dir() / "campaigns" / "old" / "kit.toml");
+  kit.replace(kit.find("2099-12-31"), 10, "2021-01-31");
+  write_file(site.dir() / "campaigns" / "old" / "kit.toml", kit);
+
+  site.run_until_idle();
+
+  EXPECT_TRUE(smtp.messages().empty());
+  auto [code, kits] = run_program(site.channeld({"kits"}));
+  EXPECT_EQ(code, 0);
+  EXPECT_THAT(kits, HasSubstr("expired"));
+}
+
+TEST(Cli, CheckConfigExitsZeroForAGoodSiteAndTwoNamingTheBrokenFile) {
+  auto db = fresh_database("cli_check");
+  if (db.empty()) return;
+  Site site(db, 25);
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 2});
+  site.add_kit("good", "");
+  auto [ok, ok_out] = run_program(site.channeld({"check-config"}));
+  EXPECT_EQ(ok, 0) << ok_out;
+
+  site.add_kit("broken", "");
+  write_file(site.dir() / "campaigns" / "broken" / "kit.toml",
+             "id = \"broken\"\nname = \"x\"\nversion = \"one\"\n");
+  auto [bad, bad_out] = run_program(site.channeld({"check-config"}));
+  EXPECT_EQ(bad, 2);
+  EXPECT_THAT(bad_out, HasSubstr("broken/kit.toml:3"));
+}
+
+TEST(Cli, PreviewWritesOnePartnersMessageWithoutSending) {
+  auto db = fresh_database("cli_preview");
+  if (db.empty()) return;
+  Site site(db, 25);
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 2});
+  site.add_kit("k", "");
+  TempDir out;
+  auto [code, output] = run_program(site.channeld(
+      {"preview", "--kit", "k", "--partner", "acme-it", "--contact",
+       Site::email("acme-it", 1), "--out", out.path().string()}));
+  ASSERT_EQ(code, 0) << output;
+  auto eml = parse_mail(read_file(out / "k-announce-acme-it.eml"));
+  EXPECT_EQ(eml.headers.at("to").find(Site::email("acme-it", 1)) != std::string::npos, true);
+  EXPECT_THAT(eml.headers.at("from"), HasSubstr("Sender acme-it"));
+  EXPECT_THAT(read_file(out / "k-announce-acme-it.html"), HasSubstr("Hello First1"));
+
+  auto [unknown, message] = run_program(site.channeld(
+      {"preview", "--kit", "k", "--partner", "nobody", "--out", out.path().string()}));
+  EXPECT_EQ(unknown, 2);
+  EXPECT_THAT(message, HasSubstr("--partner"));
+}
+
+TEST(Cli, UnknownCommandsAndOptionsAreUsageErrors) {
+  auto [verb, verb_out] = run_program({channeld_binary().string(), "frobnicate"});
+  EXPECT_EQ(verb, 2);
+  EXPECT_THAT(verb_out, HasSubstr("unknown command 'frobnicate'"));
+  auto [opt, opt_out] = run_program({channeld_binary().string(), "kits", "--colour"});
+  EXPECT_EQ(opt, 2);
+  EXPECT_THAT(opt_out, HasSubstr("--colour"));
+  auto [version, version_out] = run_program({channeld_binary().string(), "--version"});
+  EXPECT_EQ(version, 0);
+  EXPECT_THAT(version_out, HasSubstr("channeld 0."));
 }
 
 }  // namespace
