@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config git ca-certificates
   libboost-dev libcurl4-openssl-dev libssl-dev libcpp-httplib-dev libsoci-dev libpq-dev
   libkainjow-mustache-dev libspdlog-dev libfmt-dev libtoml11-dev nlohmann-json3-dev
-  libhowardhinnant-date-dev tzdata libsystemd-dev
+  libhowardhinnant-date-dev tzdata libsystemd-dev systemd
   libgtest-dev libgmock-dev
   postgresql postgresql-contrib
   postfix python3 python3-aiosmtpd procps
