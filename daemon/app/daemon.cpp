@@ -278,6 +278,7 @@ class Daemon {
   // Runs on the catalog strand: records kit states, and expires queued rows of removed kits.
   void announce_kits(const Snapshot* previous) {
     const auto snapshot = snapshots_.get();
+    done_kits_.clear();  // states are rewritten below; plan_now() marks done kits again
     try {
       for (const auto& [id, entry] : snapshot->kits) {
         store::KitStateRow row;
@@ -333,6 +334,7 @@ class Daemon {
     try {
       auto result = planner_.run(*snapshot, system_now());
       if (result.enqueued > 0) dispatcher_->poke();
+      mark_done_kits(*snapshot, result);
       if (result.next_due) {
         auto until = *result.next_due - system_now() + std::chrono::seconds(1);
         if (until < next_scan) next_scan = std::chrono::duration_cast<std::chrono::seconds>(until);
@@ -348,6 +350,26 @@ class Daemon {
         if (!ec) plan();
       });
     });
+  }
+
+  // Runs on the catalog strand. A live kit is done once every step is due for every partner
+  // and none of its messages is queued or leased.
+  void mark_done_kits(const Snapshot& snapshot, const Planner::Result& planned) {
+    for (const auto& [id, entry] : snapshot.kits) {
+      if (entry.state != KitState::live || planned.kits_with_steps_ahead.count(id) != 0) continue;
+      const std::string& digest = entry.live->kit.digest;
+      if (done_kits_[id] == digest || store_.kit_has_unfinished(id)) continue;
+      done_kits_[id] = digest;
+      store::KitStateRow row;
+      row.kit_id = id;
+      row.version = entry.live->kit.version;
+      row.digest = digest;
+      row.state = std::string(to_string(KitState::done));
+      row.error = entry.error;
+      row.updated_at = system_now();
+      store_.record_kit_state(row);
+      spdlog::info("kit {} v{} is done: every message was sent or settled", id, row.version);
+    }
   }
 
   // --until-idle: stop once the first plan ran, the dispatcher holds nothing, and the store
@@ -408,6 +430,7 @@ class Daemon {
   std::unique_ptr<api::HttpServer> http_;
   bool stopping_ = false;
   bool planned_once_ = false;
+  std::map<std::string, std::string> done_kits_;  // kit id -> digest marked done (catalog strand)
 };
 
 }  // namespace

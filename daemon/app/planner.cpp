@@ -49,6 +49,7 @@ Planner::Result Planner::run(const Snapshot& snapshot, SysTime now) {
         const SysTime due = schedule::step_due(kit, i, zone);
         if (due > now) {
           if (!result.next_due || due < *result.next_due) result.next_due = due;
+          result.kits_with_steps_ahead.insert(kit.id);
           continue;
         }
         const std::string digest = audience_digest(partner.contacts_file);
@@ -58,7 +59,13 @@ Planner::Result Planner::run(const Snapshot& snapshot, SysTime now) {
           continue;
         }
         if (store_.expanded(kit.id, step.id, partner.id, digest)) continue;
-        expand(kit, step, partner, due, digest, result);
+        try {
+          expand(kit, step, partner, due, digest, result);
+        } catch (const InputError& e) {
+          // An unreadable contacts file holds back this partner only.
+          spdlog::error("kit {} step {}: partner {} not queued: {}", kit.id, step.id, partner.id,
+                        e.what());
+        }
       }
     }
   }

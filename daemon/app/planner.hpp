@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 
@@ -26,6 +27,7 @@ class Planner {
   struct Result {
     std::size_t enqueued = 0;
     std::optional<SysTime> next_due;  // the earliest step not yet due, to wake up for
+    std::set<std::string> kits_with_steps_ahead;  // some step is not yet due for some partner
   };
   Result run(const Snapshot& snapshot, SysTime now);
 

@@ -531,6 +531,16 @@ std::size_t Store::expire_kit(const std::string& kit_id, SysTime now) {
   });
 }
 
+bool Store::kit_has_unfinished(const std::string& kit_id) {
+  return impl_->run("reading a kit's unfinished messages", [&](soci::session& sql) {
+    int found = 0;
+    sql << "SELECT CAST(EXISTS (SELECT 1 FROM outbox WHERE kit_id = :kit"
+           " AND state IN ('queued', 'sending')) AS integer)",
+        soci::use(kit_id, "kit"), soci::into(found);
+    return found != 0;
+  });
+}
+
 // ---- expansion ------------------------------------------------------------------------------
 
 bool Store::expanded(const std::string& kit_id, const std::string& step_id,

@@ -148,6 +148,8 @@ class Store {
   // When claim() could next return something: the earliest due_at of a queued row or
   // lease_until of a leased one. nullopt when the outbox holds no pending work.
   std::optional<SysTime> next_due();
+  // True while any message of the kit is queued or leased.
+  bool kit_has_unfinished(const std::string& kit_id);
   // Marks queued rows of a kit as expired (the kit expired or was removed). Rows being sent
   // are left to their dispatcher, which records them as expired itself.
   std::size_t expire_kit(const std::string& kit_id, SysTime now);
