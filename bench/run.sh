@@ -14,8 +14,10 @@
 # Settings (environment): N (100000), PARTNERS (50), SIZE (10240: target bytes of a rendered
 # message), PARALLEL (16: smtp.max_connections and the ceilings' parallelism), REPEAT (1: the
 # side-by-side is repeated and medians reported), MEMORY_CONTACTS ("10000 1000000"; "" skips the
-# memory runs), MEMORY_SIZE (1024: message size of the memory runs, so a million messages take
-# minutes, not an hour), CHANNELD_BUILD_DIR (build-bench), KEEP=1 keeps the work folder.
+# memory runs), MEMORY_SIZE (4096: message size of the memory runs, so a million messages take
+# minutes, not an hour; the bundled layout alone renders to about 3.9 KB), CHANNELD_BUILD_DIR
+# (build-bench), CHANNELD_BIN (another channeld binary to measure), PERF=1 (record the first
+# channeld run system-wide with perf and print where the CPU went), KEEP=1 keeps the work folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -26,7 +28,7 @@ SIZE=${SIZE:-10240}
 PARALLEL=${PARALLEL:-16}
 REPEAT=${REPEAT:-1}
 MEMORY_CONTACTS=${MEMORY_CONTACTS-10000 1000000}
-MEMORY_SIZE=${MEMORY_SIZE:-1024}
+MEMORY_SIZE=${MEMORY_SIZE:-4096}
 build=${CHANNELD_BUILD_DIR:-build-bench}
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -43,7 +45,7 @@ fi
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHANNELD_BENCH=ON \
   -DCHANNELD_TESTS=OFF >/dev/null
 cmake --build "$build" -j2 --target channeld bench_bare_curl_smtp >/dev/null
-channeld=$repo/$build/daemon/channeld
+channeld=${CHANNELD_BIN:-$repo/$build/daemon/channeld}
 bare=$repo/$build/bench/bench_bare_curl_smtp
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
@@ -52,6 +54,7 @@ work=$(mktemp -d /tmp/channeld-bench.XXXXXX)
 chmod 755 "$work"
 sink_pid=""
 cleanup() {
+  set +e
   [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null && wait "$sink_pid" 2>/dev/null
   scripts/pg-cluster.sh stop "$work/pg"
   if [ "${KEEP:-0}" = 1 ]; then echo "bench: kept $work"; else rm -rf "$work"; fi
@@ -206,15 +209,33 @@ run_channeld() {
   local site=$1 tag=$2 pg_before
   fresh_db
   pg_before=$(cpu_of "$postmaster")
+  local perf_pid=""
+  if [ "${PERF:-0}" = 1 ] && [ "$tag" = throughput-1 ]; then
+    # System-wide, so PostgreSQL's and smtp-sink's share of the two cores shows too. cpu-clock:
+    # VMs often lack hardware counters.
+    perf record -a -e cpu-clock -F 499 -o "$work/perf.data" >/dev/null 2>&1 &
+    perf_pid=$!
+    sleep 1
+  fi
   /usr/bin/time -v -o "$work/$tag.time" "$channeld" --config "$site/channeld.toml" --until-idle \
     >"$work/$tag.out" 2>"$work/$tag.log" || die "channeld failed, see $work/$tag.log (KEEP=1)"
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" && wait "$perf_pid" || true
+    # perf's --comm filter drops samples in shared libraries, so filter the sorted text instead.
+    perf_top() { perf report -i "$work/perf.data" --stdio --sort "$1" 2>/dev/null | grep -v '^#' | grep . || true; }
+    perf_top comm,dso | head -16 >"$work/perf-by-process.txt" || true
+    perf_top pid | head -12 >"$work/perf-by-thread.txt" || true
+    perf_top comm,dso,sym | awk '$2 == "channeld"' | head -40 | cut -c1-160 >"$work/perf-channeld-by-symbol.txt" || true
+    perf_top comm,dso,sym | awk '$2 == "postgres"' | head -20 | cut -c1-160 >"$work/perf-postgres-by-symbol.txt" || true
+  fi
   sleep 0.3  # let the backends' exit reach the postmaster's child times
   ch_pg_cpu=$(secs $(($(cpu_of "$postmaster") - pg_before)))
   ch_wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0;
                           for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s }' "$work/$tag.time")
   ch_rss_mb=$(awk -F': ' '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$work/$tag.time")
   ch_cpu=$(awk -F': ' '/User time/ { u = $2 } /System time/ { s = $2 } END { printf "%.1f", u + s }' "$work/$tag.time")
-  # sent_at has whole seconds: the span is (last - first + 1) seconds, at most a second long.
+  # sent_at has whole seconds, so the sending span is taken as last - first + 1 seconds: at most
+  # a second too long, which understates the steady rate by up to 1/span.
   read -r ch_sent ch_span < <(psql_q "SELECT count(*), extract(epoch FROM max(sent_at) - min(sent_at)) + 1
                                       FROM outbox WHERE state = 'sent'" | tr '|' ' ')
 }
@@ -235,7 +256,7 @@ ch_all=() ch_steady=() bare_all=() source_all=() ch_rss_all=() summaries=()
 for ((r = 1; r <= REPEAT; r++)); do
   run_channeld "$site" "throughput-$r"
   [ "$ch_sent" -eq "$N" ] || die "channeld sent $ch_sent of $N, see $work/throughput-$r.log"
-  ch_all+=("$(rate "$N" "$ch_wall")") ch_steady+=("$(rate "$((N - 1))" "$ch_span")") ch_rss_all+=("$ch_rss_mb")
+  ch_all+=("$(rate "$N" "$ch_wall")") ch_steady+=("$(rate "$N" "$ch_span")") ch_rss_all+=("$ch_rss_mb")
   summaries+=("run $r: channeld wall ${ch_wall}s, sending ${ch_span}s, daemon CPU ${ch_cpu}s, PostgreSQL CPU ${ch_pg_cpu}s, peak RSS ${ch_rss_mb} MB")
 
   line=$("$bare" --url "smtp://127.0.0.1:$sink_port" --messages "$N" --parallel "$PARALLEL" --message "$eml")
@@ -290,5 +311,10 @@ if [ ${#memory_rows[@]} -gt 0 ]; then
   echo "| audience (1 partner) | message | sent      | wall     | whole run     | peak RSS |"
   echo "|----------------------|---------|-----------|----------|---------------|----------|"
   printf '%s\n' "${memory_rows[@]}"
+fi
+if [ "${PERF:-0}" = 1 ]; then
+  for f in by-process by-thread channeld-by-symbol postgres-by-symbol; do
+    echo; echo "perf, first channeld run, ${f//-/ }:"; cat "$work/perf-$f.txt"
+  done
 fi
 echo "smtp-sink counters (connections, QUIT, messages): $(tr '\r' '\n' <"$work/sink.out" | grep -v '^$' | tail -1)"

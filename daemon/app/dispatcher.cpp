@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "app/decisions.hpp"
 #include "render/render.hpp"
 #include "schedule/schedule.hpp"
 
@@ -78,9 +79,8 @@ Dispatcher::Dispatcher(asio::io_context& io, asio::thread_pool& db_pool, store::
   const Config& config = snapshots_.get()->config;
   batch_size_ = static_cast<std::size_t>(config.delivery.batch_size);
   lease_ = config.delivery.lease;
-  max_attempts_ = config.delivery.max_attempts;
-  backoff_base_ = config.delivery.backoff_base;
-  backoff_max_ = config.delivery.backoff_max;
+  policy_ = RetryPolicy{config.delivery.max_attempts, config.delivery.backoff_base,
+                        config.delivery.backoff_max};
   limits_ = deliver::RateLimits(config.limits.messages_per_second,
                                 config.limits.per_partner_per_second,
                                 config.limits.per_domain_per_second);
@@ -134,52 +134,12 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
   std::map<std::pair<const Kit*, const Partner*>, render::Context> contexts;
   for (auto& row : rows) {
     if (row.reclaimed) ++out.reclaimed;
-    if (row.suppressed) {
-      out.settled.push_back(outcome(row.id, OutcomeKind::suppressed, "address is suppressed"));
+    Decision decision = decide(row, *snapshot, now, policy_);
+    if (decision.settle) {
+      out.settled.push_back(std::move(*decision.settle));
       continue;
     }
-    const catalog::ValidKit* kit = snapshot->live_kit(row.kit_id);
-    if (kit == nullptr) {
-      out.settled.push_back(outcome(row.id, OutcomeKind::expired, "kit is no longer live"));
-      continue;
-    }
-    const Partner* partner = snapshot->partner(row.partner_id);
-    if (partner == nullptr || !partner->active) {
-      out.settled.push_back(
-          outcome(row.id, OutcomeKind::expired, "partner is removed or suspended"));
-      continue;
-    }
-    const auto* zone = date::locate_zone(partner->timezone);
-    if (schedule::expired(kit->kit, zone, now)) {
-      out.settled.push_back(outcome(row.id, OutcomeKind::expired, "kit expired"));
-      continue;
-    }
-    const Step* step = nullptr;
-    for (const auto& s : kit->kit.steps)
-      if (s.id == row.step_id) step = &s;
-    if (step == nullptr) {
-      out.settled.push_back(outcome(row.id, OutcomeKind::expired,
-                                    "step is not in kit version " +
-                                        std::to_string(kit->kit.version)));
-      continue;
-    }
-    if (!schedule::in_window(kit->kit.schedule.window, zone, now)) {
-      auto opens = schedule::next_window_open(kit->kit.schedule.window, zone, now);
-      if (!opens) {
-        out.settled.push_back(outcome(row.id, OutcomeKind::expired, "send window never opens"));
-        continue;
-      }
-      auto o = outcome(row.id, OutcomeKind::deferred, "outside the partner's send window");
-      o.retry_at = *opens;
-      out.settled.push_back(std::move(o));
-      continue;
-    }
-    if (row.attempts > max_attempts_) {
-      out.settled.push_back(outcome(row.id, OutcomeKind::failed,
-                                    "gave up after " + std::to_string(max_attempts_) +
-                                        " attempts"));
-      continue;
-    }
+    const auto& [kit, step, partner] = *decision.send;
     try {
       auto [ctx_it, fresh] = contexts.try_emplace({&kit->kit, partner});
       if (fresh)
@@ -282,27 +242,12 @@ void Dispatcher::pump() {
 }
 
 void Dispatcher::on_sent(const Ready& ready, const deliver::SendResult& result) {
-  using deliver::Verdict;
-  using store::OutcomeKind;
   metrics_.send_latency().observe(std::chrono::duration<double>(result.latency).count());
-  store::Outcome o = outcome(ready.email.id, OutcomeKind::sent, result.detail);
-  switch (result.verdict) {
-    case Verdict::sent:
-      o.message_id = ready.message_id;
-      o.rendered_version = ready.rendered_version;
-      break;
-    case Verdict::retry:
-      if (ready.attempts >= max_attempts_) {
-        o.kind = OutcomeKind::failed;
-        o.detail = "gave up after " + std::to_string(ready.attempts) + " attempts: " + o.detail;
-      } else {
-        o.kind = OutcomeKind::retry;
-        o.retry_at = clock_() + schedule::retry_delay(ready.attempts, backoff_base_, backoff_max_,
-                                                      static_cast<std::uint64_t>(ready.email.id));
-      }
-      break;
-    case Verdict::failed: o.kind = OutcomeKind::failed; break;
-    case Verdict::hard_bounce: o.kind = OutcomeKind::bounced; break;
+  store::Outcome o = outcome_of_send(ready.email.id, result.verdict, result.detail,
+                                     ready.attempts, clock_(), policy_);
+  if (o.kind == store::OutcomeKind::sent) {
+    o.message_id = ready.message_id;
+    o.rendered_version = ready.rendered_version;
   }
   settle(std::move(o));
   check_stopped();

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "app/decisions.hpp"
 #include "app/snapshot.hpp"
 #include "deliver/connector.hpp"
 #include "deliver/rate_limit.hpp"
@@ -82,9 +83,7 @@ class Dispatcher {
 
   std::size_t batch_size_;
   std::chrono::seconds lease_;
-  int max_attempts_;
-  std::chrono::seconds backoff_base_;
-  std::chrono::seconds backoff_max_;
+  RetryPolicy policy_;
   deliver::RateLimits limits_;
 
   boost::asio::steady_timer claim_timer_;

@@ -1,0 +1,137 @@
+// The dispatcher's rules, without a database or a server: which leased rows may be sent now,
+// and what each connector verdict does to a row.
+#include <gtest/gtest.h>
+
+#include "app/decisions.hpp"
+
+namespace channeld::app {
+namespace {
+
+using namespace std::chrono_literals;
+using store::OutcomeKind;
+
+SysTime utc(int y, unsigned m, unsigned d, int hour) {
+  return SysTime{std::chrono::sys_days{std::chrono::year{y} / m / d}} + std::chrono::hours{hour};
+}
+
+class DecideTest : public ::testing::Test {
+ protected:
+  DecideTest() {
+    Kit kit;
+    kit.id = "cloud";
+    kit.version = 2;
+    kit.expires = std::chrono::year{2027} / 1 / 31;
+    kit.schedule.start = LocalTime{std::chrono::local_days{std::chrono::year{2026} / 11 / 1}};
+    kit.schedule.window = SendWindow{0x1f, 8 * 60, 18 * 60};  // Mon-Fri 08:00-18:00
+    Step step;
+    step.id = "announce";
+    kit.steps.push_back(step);
+    KitEntry entry;
+    entry.live = std::make_shared<const catalog::ValidKit>(catalog::ValidKit{kit, nullptr});
+    entry.state = KitState::live;
+    snapshot.kits.emplace("cloud", entry);
+
+    Partner partner;
+    partner.id = "acme-it";
+    partner.timezone = "America/Chicago";
+    snapshot.partners.partners.emplace("acme-it", partner);
+
+    row.id = 42;
+    row.kit_id = "cloud";
+    row.step_id = "announce";
+    row.partner_id = "acme-it";
+    row.email = "dana@example.com";
+    row.attempts = 1;
+  }
+
+  Decision decide_at(SysTime now) { return decide(row, snapshot, now, policy); }
+
+  Snapshot snapshot;
+  store::ClaimedMessage row;
+  RetryPolicy policy{3, 60s, 3600s};
+  // Wednesday 2026-12-02 10:00 in Chicago (UTC-6).
+  SysTime wednesday_morning = utc(2026, 12, 2, 16);
+};
+
+TEST_F(DecideTest, SendsADueMessageInsideTheWindow) {
+  auto d = decide_at(wednesday_morning);
+  ASSERT_TRUE(d.send.has_value());
+  EXPECT_FALSE(d.settle.has_value());
+  EXPECT_EQ(d.send->step->id, "announce");
+  EXPECT_EQ(d.send->partner->id, "acme-it");
+}
+
+TEST_F(DecideTest, NeverSendsToASuppressedAddress) {
+  row.suppressed = true;
+  auto d = decide_at(wednesday_morning);
+  ASSERT_TRUE(d.settle.has_value());
+  EXPECT_EQ(d.settle->kind, OutcomeKind::suppressed);
+}
+
+TEST_F(DecideTest, DefersToTheNextWindowOpeningWithoutCountingAnAttempt) {
+  // Saturday 2026-12-05 12:00 Chicago: the window opens Monday 08:00 Chicago = 14:00 UTC.
+  auto d = decide_at(utc(2026, 12, 5, 18));
+  ASSERT_TRUE(d.settle.has_value());
+  EXPECT_EQ(d.settle->kind, OutcomeKind::deferred);
+  EXPECT_EQ(d.settle->retry_at, utc(2026, 12, 7, 14));
+}
+
+TEST_F(DecideTest, ExpiresMessagesOfAnExpiredRemovedOrChangedKit) {
+  EXPECT_EQ(decide_at(utc(2027, 2, 2, 16)).settle->kind, OutcomeKind::expired);
+
+  row.step_id = "dropped-in-v2";
+  auto changed = decide_at(wednesday_morning);
+  ASSERT_TRUE(changed.settle.has_value());
+  EXPECT_EQ(changed.settle->kind, OutcomeKind::expired);
+  EXPECT_NE(changed.settle->detail.find("version 2"), std::string::npos);
+
+  row.kit_id = "removed";
+  EXPECT_EQ(decide_at(wednesday_morning).settle->kind, OutcomeKind::expired);
+}
+
+TEST_F(DecideTest, ExpiresMessagesOfASuspendedPartner) {
+  snapshot.partners.partners.at("acme-it").active = false;
+  auto d = decide_at(wednesday_morning);
+  ASSERT_TRUE(d.settle.has_value());
+  EXPECT_EQ(d.settle->kind, OutcomeKind::expired);
+  EXPECT_NE(d.settle->detail.find("suspended"), std::string::npos);
+}
+
+TEST_F(DecideTest, FailsARowLeasedMoreOftenThanTheAttemptLimit) {
+  row.attempts = policy.max_attempts + 1;
+  auto d = decide_at(wednesday_morning);
+  ASSERT_TRUE(d.settle.has_value());
+  EXPECT_EQ(d.settle->kind, OutcomeKind::failed);
+}
+
+TEST(OutcomeOfSend, MapsEachVerdictToItsRowState) {
+  const RetryPolicy policy{3, 60s, 3600s};
+  const SysTime now = utc(2026, 12, 2, 16);
+  EXPECT_EQ(outcome_of_send(1, deliver::Verdict::sent, "250 ok", 1, now, policy).kind,
+            OutcomeKind::sent);
+  EXPECT_EQ(outcome_of_send(1, deliver::Verdict::failed, "554", 1, now, policy).kind,
+            OutcomeKind::failed);
+  EXPECT_EQ(outcome_of_send(1, deliver::Verdict::hard_bounce, "550", 1, now, policy).kind,
+            OutcomeKind::bounced);
+}
+
+TEST(OutcomeOfSend, RetriesTransientFailuresWithGrowingBackoffUntilTheLimit) {
+  const RetryPolicy policy{3, 60s, 3600s};
+  const SysTime now = utc(2026, 12, 2, 16);
+  auto first = outcome_of_send(7, deliver::Verdict::retry, "451 later", 1, now, policy);
+  auto second = outcome_of_send(7, deliver::Verdict::retry, "451 later", 2, now, policy);
+  ASSERT_EQ(first.kind, OutcomeKind::retry);
+  ASSERT_EQ(second.kind, OutcomeKind::retry);
+  EXPECT_GE(first.retry_at, now + 30s);  // equal jitter: at least half the base
+  EXPECT_LE(first.retry_at, now + 60s);
+  EXPECT_GE(second.retry_at, now + 60s);  // the base doubles for the second retry
+  EXPECT_LE(second.retry_at, now + 120s);
+  EXPECT_EQ(first.detail, "451 later");
+
+  auto last = outcome_of_send(7, deliver::Verdict::retry, "451 later", 3, now, policy);
+  EXPECT_EQ(last.kind, OutcomeKind::failed);
+  EXPECT_NE(last.detail.find("gave up after 3 attempts"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace channeld::app
