@@ -240,6 +240,8 @@ run_channeld() {
                                       FROM outbox WHERE state = 'sent'" | tr '|' ' ')
 }
 
+# Keeps a line for the report and shows it now, so a long run shows its progress.
+note() { summaries+=("$1"); echo "bench: $1"; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }'; }
 median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 
@@ -257,17 +259,17 @@ for ((r = 1; r <= REPEAT; r++)); do
   run_channeld "$site" "throughput-$r"
   [ "$ch_sent" -eq "$N" ] || die "channeld sent $ch_sent of $N, see $work/throughput-$r.log"
   ch_all+=("$(rate "$N" "$ch_wall")") ch_steady+=("$(rate "$N" "$ch_span")") ch_rss_all+=("$ch_rss_mb")
-  summaries+=("run $r: channeld wall ${ch_wall}s, sending ${ch_span}s, daemon CPU ${ch_cpu}s, PostgreSQL CPU ${ch_pg_cpu}s, peak RSS ${ch_rss_mb} MB")
+  note "run $r: channeld wall ${ch_wall}s, sending ${ch_span}s, daemon CPU ${ch_cpu}s, PostgreSQL CPU ${ch_pg_cpu}s, peak RSS ${ch_rss_mb} MB"
 
   line=$("$bare" --url "smtp://127.0.0.1:$sink_port" --messages "$N" --parallel "$PARALLEL" --message "$eml")
   bare_all+=("$(sed -n 's/.*msgs_per_s=\([0-9.]*\).*/\1/p' <<<"$line")")
-  summaries+=("run $r: $line")
+  note "run $r: $line"
 
   t0=$(date +%s.%N)
   /usr/sbin/smtp-source -s "$PARALLEL" -m "$N" -l "$size" -d "127.0.0.1:$sink_port"
   t1=$(date +%s.%N)
   source_all+=("$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')")
-  summaries+=("run $r: smtp-source -s $PARALLEL -d: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')s")
+  note "run $r: smtp-source -s $PARALLEL -d: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')s"
 done
 
 ch_med=$(echo "${ch_all[@]}" | median)
@@ -285,6 +287,7 @@ if [ -n "$MEMORY_CONTACTS" ]; then
     make_site "$work/memory" 1 "$contacts" "$mem_paragraphs"
     mem_size=$(rendered_size "$work/memory")
     run_channeld "$work/memory" "memory-$contacts"
+    echo "bench: memory run done: wall ${ch_wall}s, peak RSS ${ch_rss_mb} MB"
     memory_rows+=("$(printf '| %9s contacts | %6s B | %9s | %7ss | %7s msg/s | %4s MB |' \
       "$contacts" "$mem_size" "$ch_sent" "$ch_wall" "$(rate "$ch_sent" "$ch_wall")" "$ch_rss_mb")")
   done

@@ -256,6 +256,15 @@ void Dispatcher::on_sent(const Ready& ready, const deliver::SendResult& result) 
 void Dispatcher::settle(store::Outcome o) {
   metrics_.add("messages_total", metrics::label_set({{"state", state_label(o.kind)}}));
   outcomes_.push_back(std::move(o));
+  schedule_flush();
+}
+
+// A full batch is written at once; a partial one after kFlushDelay, so verdicts that arrive
+// together share a round trip. Every path that leaves verdicts waiting comes through here:
+// a verdict left behind would keep its row leased until the lease expired, and then be sent
+// again by whoever reclaims it.
+void Dispatcher::schedule_flush() {
+  if (outcomes_.empty()) return;
   if (outcomes_.size() >= kFlushSize) {
     flush();
   } else if (!flush_armed_) {
@@ -301,7 +310,8 @@ void Dispatcher::on_recorded(std::vector<store::Outcome> batch, bool ok) {
     return;
   }
   in_hand_ -= batch.size();
-  if (outcomes_.size() >= kFlushSize) flush();
+  // Verdicts that arrived while this batch was being written wait for the next flush.
+  schedule_flush();
   claim();
   check_stopped();
 }

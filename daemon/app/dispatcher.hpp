@@ -68,6 +68,7 @@ class Dispatcher {
   void pump();
   void on_sent(const Ready& ready, const deliver::SendResult& result);
   void settle(store::Outcome outcome);
+  void schedule_flush();
   void flush();
   void on_recorded(std::vector<store::Outcome> batch, bool ok);
   void check_stopped();
