@@ -18,7 +18,10 @@ case "$cmd" in
     if [ ! -f "$dir/data/PG_VERSION" ]; then
       "${as_pg[@]}" "$bin/initdb" -D "$dir/data" -A trust -U channeld -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1
     fi
-    if ! "${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    if "${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+      # Already running (a second quick start, say): keep it, on the port it has.
+      port=$(sed -n 4p "$dir/data/postmaster.pid")
+    else
       # fsync off: a test cluster trades crash safety for speed; the daemon's durability is
       # about its own crashes (kill -9), which PostgreSQL survives without fsync.
       "${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \

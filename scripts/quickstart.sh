@@ -12,8 +12,9 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j2 --target channeld
 
 mkdir -p .run
-port=$(scripts/free-port.sh 55480)
-scripts/pg-cluster.sh start "$PWD/.run/pg" "$port" >/dev/null
+conninfo=$(scripts/pg-cluster.sh start "$PWD/.run/pg" "$(scripts/free-port.sh 55480)")
+port=${conninfo#*port=}
+port=${port%% *}
 # A fresh database and outbox each run, so the summary shows what this run sent.
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 "$bin/dropdb" -h 127.0.0.1 -p "$port" -U channeld --if-exists channeld

@@ -50,6 +50,9 @@ class EmailConnector {
   // Aborts every transfer still running; each one's `done` gets Verdict::retry, from inside
   // cancel_all().
   virtual void cancel_all() = 0;
+  // Whether OutgoingEmail::html is used. Only the folder connector writes it; others are spared
+  // a second copy of every message body while it waits to be sent.
+  virtual bool wants_html() const { return false; }
 };
 
 struct SmtpSettings {

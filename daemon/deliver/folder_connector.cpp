@@ -78,6 +78,7 @@ class FolderConnector final : public EmailConnector {
   // Files are written inside send(); nothing is ever running to abort, and the posted results
   // are true (the files exist), so they are delivered as they are.
   void cancel_all() override {}
+  bool wants_html() const override { return true; }
 
  private:
   SendResult write(const OutgoingEmail& email) const {

@@ -164,7 +164,7 @@ constexpr const char* kEnqueue = R"(
     INSERT INTO outbox (idem_key, kit_id, kit_version, step_id, partner_id, channel, email,
                         contact, due_at)
     SELECT idem_key, kit_id, kit_version, step_id, partner_id, channel, email,
-           CAST(contact AS jsonb), due_at
+           contact, due_at
     FROM unnest(CAST(:keys AS text[]), CAST(:kits AS text[]), CAST(:versions AS integer[]),
                 CAST(:steps AS text[]), CAST(:partners AS text[]), CAST(:channels AS text[]),
                 CAST(:emails AS text[]), CAST(:contacts AS text[]),
@@ -201,7 +201,7 @@ constexpr const char* kClaim = R"(
   FROM (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT :n) claimed
   WHERE o.id = claimed.id
   RETURNING o.id, o.idem_key, o.kit_id, o.kit_version, o.step_id, o.partner_id, o.channel,
-            o.email, CAST(o.contact AS text), o.attempts, CAST(o.reclaimed AS integer),
+            o.email, o.contact, o.attempts, CAST(o.reclaimed AS integer),
             CAST(EXISTS (SELECT 1 FROM suppression s
                          WHERE s.email = o.email AND s.partner_id IN ('', o.partner_id))
                  AS integer))";

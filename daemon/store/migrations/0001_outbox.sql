@@ -11,7 +11,9 @@ CREATE TABLE outbox (
   partner_id       text NOT NULL,
   channel          text NOT NULL CHECK (channel IN ('email', 'webhook')),
   email            text NOT NULL,
-  contact          jsonb NOT NULL,
+  -- the contact row as JSON text, read back verbatim at send time; text, not jsonb, because
+  -- nothing queries inside it and jsonb would parse it on insert and print it on every claim
+  contact          text NOT NULL,
   state            text NOT NULL DEFAULT 'queued'
                    CHECK (state IN ('queued', 'sending', 'sent', 'failed', 'bounced',
                                     'suppressed', 'expired')),
