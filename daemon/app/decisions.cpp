@@ -4,8 +4,7 @@
 
 namespace channeld::app {
 
-namespace {
-store::Outcome outcome(std::int64_t id, store::OutcomeKind kind, std::string detail) {
+store::Outcome make_outcome(std::int64_t id, store::OutcomeKind kind, std::string detail) {
   store::Outcome o;
   o.id = id;
   o.kind = kind;
@@ -13,10 +12,11 @@ store::Outcome outcome(std::int64_t id, store::OutcomeKind kind, std::string det
   return o;
 }
 
+namespace {
 Decision settle(std::int64_t id, store::OutcomeKind kind, std::string detail,
                 SysTime retry_at = {}) {
   Decision d;
-  d.settle = outcome(id, kind, std::move(detail));
+  d.settle = make_outcome(id, kind, std::move(detail));
   d.settle->retry_at = retry_at;
   return d;
 }
@@ -57,9 +57,10 @@ store::Outcome outcome_of_send(std::int64_t id, deliver::Verdict verdict, const 
                                int attempts, SysTime now, const RetryPolicy& policy) {
   using deliver::Verdict;
   using store::OutcomeKind;
-  store::Outcome o = outcome(id, OutcomeKind::sent, detail);
+  store::Outcome o = make_outcome(id, OutcomeKind::sent, detail);
   switch (verdict) {
-    case Verdict::sent: break;
+    case Verdict::sent:
+      break;
     case Verdict::retry:
       if (attempts >= policy.max_attempts) {
         o.kind = OutcomeKind::failed;
@@ -72,8 +73,12 @@ store::Outcome outcome_of_send(std::int64_t id, deliver::Verdict verdict, const 
                                                  static_cast<std::uint64_t>(id));
       }
       break;
-    case Verdict::failed: o.kind = OutcomeKind::failed; break;
-    case Verdict::hard_bounce: o.kind = OutcomeKind::bounced; break;
+    case Verdict::failed:
+      o.kind = OutcomeKind::failed;
+      break;
+    case Verdict::hard_bounce:
+      o.kind = OutcomeKind::bounced;
+      break;
   }
   return o;
 }

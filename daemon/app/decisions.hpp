@@ -35,6 +35,9 @@ struct Decision {
 Decision decide(const store::ClaimedMessage& row, const Snapshot& snapshot, SysTime now,
                 const RetryPolicy& policy);
 
+// An outcome of `kind` for row `id`, with `detail` for the log and the row's last_error.
+store::Outcome make_outcome(std::int64_t id, store::OutcomeKind kind, std::string detail);
+
 // The row's outcome once the connector answered. `attempts` counts this one; a transient
 // failure past policy.max_attempts fails for good.
 store::Outcome outcome_of_send(std::int64_t id, deliver::Verdict verdict, const std::string& detail,

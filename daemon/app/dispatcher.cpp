@@ -1,8 +1,8 @@
 #include "app/dispatcher.hpp"
 
-#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -39,23 +39,22 @@ Contact contact_from_json(const std::string& text) {
   return c;
 }
 
-store::Outcome outcome(std::int64_t id, store::OutcomeKind kind, std::string detail) {
-  store::Outcome o;
-  o.id = id;
-  o.kind = kind;
-  o.detail = std::move(detail);
-  return o;
-}
-
 std::string_view state_label(store::OutcomeKind kind) {
   switch (kind) {
-    case store::OutcomeKind::sent: return "sent";
-    case store::OutcomeKind::retry: return "retry";
-    case store::OutcomeKind::failed: return "failed";
-    case store::OutcomeKind::bounced: return "bounced";
-    case store::OutcomeKind::suppressed: return "suppressed";
-    case store::OutcomeKind::expired: return "expired";
-    case store::OutcomeKind::deferred: return "deferred";
+    case store::OutcomeKind::sent:
+      return "sent";
+    case store::OutcomeKind::retry:
+      return "retry";
+    case store::OutcomeKind::failed:
+      return "failed";
+    case store::OutcomeKind::bounced:
+      return "bounced";
+    case store::OutcomeKind::suppressed:
+      return "suppressed";
+    case store::OutcomeKind::expired:
+      return "expired";
+    case store::OutcomeKind::deferred:
+      return "deferred";
   }
   return "unknown";
 }
@@ -83,12 +82,14 @@ Dispatcher::Dispatcher(asio::io_context& io, asio::thread_pool& db_pool, store::
   lease_ = config.delivery.lease;
   policy_ = RetryPolicy{config.delivery.max_attempts, config.delivery.backoff_base,
                         config.delivery.backoff_max};
-  limits_ = deliver::RateLimits(config.limits.messages_per_second,
-                                config.limits.per_partner_per_second,
-                                config.limits.per_domain_per_second);
+  limits_ =
+      deliver::RateLimits(config.limits.messages_per_second, config.limits.per_partner_per_second,
+                          config.limits.per_domain_per_second);
 }
 
-void Dispatcher::start() { asio::post(io_, [this] { claim(); }); }
+void Dispatcher::start() {
+  asio::post(io_, [this] { claim(); });
+}
 
 void Dispatcher::poke() {
   asio::post(io_, [this] {
@@ -148,9 +149,9 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
         ctx_it->second =
             render::make_context(snapshot->config, kit->kit, *partner, snapshot->link_secret);
       const render::Context& ctx = ctx_it->second;
-      auto message = render::render_email(*kit->templates, *step, ctx,
-                                          contact_from_json(row.contact_json),
-                                          row.idempotency_key, now);
+      auto message =
+          render::render_email(*kit->templates, *step, ctx, contact_from_json(row.contact_json),
+                               row.idempotency_key, now);
       Ready ready;
       ready.email.id = row.id;
       ready.email.envelope_from = std::move(message.envelope_from);
@@ -167,8 +168,8 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
     } catch (const std::exception& e) {
       // Validation renders every template for every partner, so this is a contact whose row
       // breaks a template: a permanent failure for this message only.
-      out.settled.push_back(outcome(row.id, OutcomeKind::failed,
-                                    std::string("cannot render: ") + e.what()));
+      out.settled.push_back(
+          make_outcome(row.id, OutcomeKind::failed, std::string("cannot render: ") + e.what()));
     }
   }
   return out;
@@ -180,9 +181,10 @@ void Dispatcher::on_claimed(Prepared prepared) {
   last_claim_empty_ = prepared.claimed == 0;
   if (prepared.reclaimed > 0) {
     // These rows were leased by a daemon that died mid-send: the server may have accepted them.
-    spdlog::warn("{} messages were leased by a daemon that stopped mid-send; re-sending them may "
-                 "deliver duplicates (counted in channeld_messages_reclaimed_total)",
-                 prepared.reclaimed);
+    spdlog::warn(
+        "{} messages were leased by a daemon that stopped mid-send; re-sending them may "
+        "deliver duplicates (counted in channeld_messages_reclaimed_total)",
+        prepared.reclaimed);
     metrics_.add("messages_reclaimed_total", "", prepared.reclaimed);
   }
   if (stopping_) {
@@ -210,8 +212,8 @@ void Dispatcher::pump() {
   auto shortest_wait = deliver::TokenBucket::Clock::duration::max();
   for (auto it = ready_.begin(); it != ready_.end();) {
     if (now > it->send_by) {
-      auto o = outcome(it->email.id, store::OutcomeKind::deferred,
-                       "lease nearly expired before sending; returned to the queue");
+      auto o = make_outcome(it->email.id, store::OutcomeKind::deferred,
+                            "lease nearly expired before sending; returned to the queue");
       o.retry_at = clock_();
       settle(std::move(o));
       it = ready_.erase(it);
@@ -245,8 +247,8 @@ void Dispatcher::pump() {
 
 void Dispatcher::on_sent(const Ready& ready, const deliver::SendResult& result) {
   metrics_.send_latency().observe(std::chrono::duration<double>(result.latency).count());
-  store::Outcome o = outcome_of_send(ready.email.id, result.verdict, result.detail,
-                                     ready.attempts, clock_(), policy_);
+  store::Outcome o = outcome_of_send(ready.email.id, result.verdict, result.detail, ready.attempts,
+                                     clock_(), policy_);
   if (o.kind == store::OutcomeKind::sent) {
     o.message_id = ready.message_id;
     o.rendered_version = ready.rendered_version;
