@@ -281,14 +281,7 @@ class Daemon {
     done_kits_.clear();  // states are rewritten below; plan_now() marks done kits again
     try {
       for (const auto& [id, entry] : snapshot->kits) {
-        store::KitStateRow row;
-        row.kit_id = id;
-        row.version = entry.live ? entry.live->kit.version : entry.version_seen;
-        row.digest = entry.live ? entry.live->kit.digest : "";
-        row.state = std::string(to_string(entry.state));
-        row.error = entry.error;
-        row.updated_at = system_now();
-        store_.record_kit_state(row);
+        store_.record_kit_state(kit_state_row(id, entry, to_string(entry.state)));
         if (entry.live && (previous == nullptr || previous->live_kit(id) == nullptr ||
                            previous->live_kit(id)->kit.digest != entry.live->kit.digest))
           spdlog::info("kit {} v{} is live", id, entry.live->kit.version);
@@ -297,17 +290,29 @@ class Daemon {
       for (const auto& [id, entry] : previous->kits) {
         if (snapshot->kits.count(id) != 0) continue;
         auto n = store_.expire_kit(id, system_now());
-        store::KitStateRow row;
-        row.kit_id = id;
-        row.version = entry.live ? entry.live->kit.version : entry.version_seen;
-        row.state = "removed";
-        row.updated_at = system_now();
+        store::KitStateRow row = kit_state_row(id, entry, "removed");
+        row.digest.clear();
+        row.error.clear();
         store_.record_kit_state(row);
         spdlog::info("kit {} removed: {} queued messages will not be sent", id, n);
       }
     } catch (const std::exception& e) {
       spdlog::error("recording kit states failed: {}", e.what());
     }
+  }
+
+  // The row `channeld kits` shows for a kit entry: the live version if any, else the version
+  // found in the folder.
+  static store::KitStateRow kit_state_row(const std::string& id, const KitEntry& entry,
+                                          std::string_view state) {
+    store::KitStateRow row;
+    row.kit_id = id;
+    row.version = entry.live ? entry.live->kit.version : entry.version_seen;
+    row.digest = entry.live ? entry.live->kit.digest : "";
+    row.state = std::string(state);
+    row.error = entry.error;
+    row.updated_at = system_now();
+    return row;
   }
 
   void import_suppressions() {
@@ -360,13 +365,7 @@ class Daemon {
       const std::string& digest = entry.live->kit.digest;
       if (done_kits_[id] == digest || store_.kit_has_unfinished(id)) continue;
       done_kits_[id] = digest;
-      store::KitStateRow row;
-      row.kit_id = id;
-      row.version = entry.live->kit.version;
-      row.digest = digest;
-      row.state = std::string(to_string(KitState::done));
-      row.error = entry.error;
-      row.updated_at = system_now();
+      const store::KitStateRow row = kit_state_row(id, entry, to_string(KitState::done));
       store_.record_kit_state(row);
       spdlog::info("kit {} v{} is done: every message was sent or settled", id, row.version);
     }
