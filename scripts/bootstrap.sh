@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config git ca-certificates
+  build-essential cmake pkg-config git ca-certificates ccache
   libboost-dev libcurl4-openssl-dev libssl-dev libcpp-httplib-dev libsoci-dev libpq-dev
   libkainjow-mustache-dev libspdlog-dev libfmt-dev libtoml11-dev nlohmann-json3-dev
   libhowardhinnant-date-dev tzdata libsystemd-dev systemd

@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 
+# Clones of the same commit (CI's fresh clone, worktrees) share compiled objects through ccache.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
+
 build=${CHANNELD_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCHANNELD_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j2

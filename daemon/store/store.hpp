@@ -174,8 +174,12 @@ class Store {
   std::map<std::string, std::int64_t> counts_by_state();
   std::int64_t reclaimed_total();  // rows sent after a lease expired: possible duplicates
 
- private:
+ // The session pool, for the store's own domain classes (store/*.cpp, see store/session.hpp);
+  // nothing outside store/ can use it, as its definition is private to the component.
   struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
   std::unique_ptr<Impl> impl_;
 };
 

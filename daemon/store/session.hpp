@@ -1,0 +1,126 @@
+// store/session: what the store's implementation files share and nothing outside store/ may
+// include: the session pool with its reconnect-on-next-lease policy (Store::Impl), and the
+// helpers that move values across as PostgreSQL text. A domain's SQL lives in its own file
+// (store.cpp for the outbox, suppression and kits); each borrows sessions through
+// Store::Impl::run.
+#pragma once
+
+#include <soci/soci.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "store/store.hpp"
+
+namespace channeld::store {
+
+// ---- values as PostgreSQL text --------------------------------------------------------------
+// Every value crosses as text (SOCI binds std::string parameters as text) and the SQL casts it
+// to the column's type, so the server parses timestamps and arrays, never this code.
+
+// "2026-12-01 09:00:00+00": an explicit offset, so the session's TimeZone never matters.
+inline std::string timestamp_text(SysTime t) {
+  const auto day = std::chrono::floor<std::chrono::days>(t);
+  const std::chrono::year_month_day date{day};
+  const std::chrono::hh_mm_ss time{t - day};
+  char text[40];
+  std::snprintf(text, sizeof text, "%04d-%02u-%02u %02d:%02d:%02d+00",
+                static_cast<int>(date.year()), static_cast<unsigned>(date.month()),
+                static_cast<unsigned>(date.day()), static_cast<int>(time.hours().count()),
+                static_cast<int>(time.minutes().count()), static_cast<int>(time.seconds().count()));
+  return text;
+}
+
+// Timestamps come back as whole epoch seconds (SELECT CAST(extract(epoch FROM x) AS bigint)),
+// which avoids parsing the session's DateStyle.
+inline SysTime from_epoch(long long seconds) {
+  return SysTime{std::chrono::seconds{seconds}};
+}
+
+// A PostgreSQL array literal built one element at a time. Every element is double-quoted with
+// '"' and '\' backslash-escaped, so commas, braces, spaces and the word NULL inside a value
+// stay data. Lets a whole batch travel as one parameter per column (see enqueue, record).
+class ArrayLiteral {
+ public:
+  void add(std::string_view element) {
+    text_ += text_.empty() ? "{\"" : ",\"";
+    for (char c : element) {
+      if (c == '"' || c == '\\') text_ += '\\';
+      text_ += c;
+    }
+    text_ += '"';
+  }
+  void add(long long element) { add(std::to_string(element)); }
+  void add(SysTime element) { add(timestamp_text(element)); }
+
+  std::string text() const { return text_.empty() ? "{}" : text_ + "}"; }
+
+ private:
+  std::string text_;
+};
+
+inline std::string lower_ascii(std::string_view text) {
+  std::string lower(text);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  });
+  return lower;
+}
+
+// The password inside a libpq conninfo or URI, so messages can be scrubbed of it; empty if none.
+std::string password_in(const std::string& url);
+// `message` with every occurrence of `secret` replaced by "***".
+std::string redact(std::string message, const std::string& secret);
+
+struct Store::Impl {
+  std::string password;  // only to scrub it from messages; the URL itself is never echoed
+  soci::connection_pool pool;
+  // Per pool slot: the last call on it failed, so check the connection before the next one.
+  // A slot is touched only by the thread leasing it; the pool's lock orders the hand-overs.
+  std::vector<char> suspect;
+
+  Impl(const std::string& url, std::size_t size)
+      : password(password_in(url)), pool(size), suspect(size, 0) {}
+
+  // A session borrowed from the pool for one call, returned on destruction.
+  class Lease {
+   public:
+    explicit Lease(Impl& impl) : impl_(impl), slot_(impl.pool.lease()) {}
+    ~Lease() { impl_.pool.give_back(slot_); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+
+    soci::session& session() { return impl_.pool.at(slot_); }
+    void ensure_connected() {
+      if (impl_.suspect[slot_] == 0) return;
+      if (!session().is_connected()) session().reconnect();
+      impl_.suspect[slot_] = 0;
+    }
+    void mark_suspect() { impl_.suspect[slot_] = 1; }
+
+   private:
+    Impl& impl_;
+    std::size_t slot_;
+  };
+
+  // Runs `work` on a pooled session, turning SOCI errors into StoreError. The failed call is
+  // not retried (it may have had effects); the session is checked, and reconnected if it broke,
+  // when it is next leased.
+  template <typename Work>
+  auto run(std::string_view what, Work&& work) {
+    Lease lease(*this);
+    try {
+      lease.ensure_connected();
+      return work(lease.session());
+    } catch (const soci::soci_error& e) {
+      lease.mark_suspect();
+      throw StoreError(std::string(what) + ": " + redact(e.get_error_message(), password));
+    }
+  }
+};
+
+}  // namespace channeld::store
