@@ -1,6 +1,7 @@
 // load_config and parse_duration: channeld.toml into Config.
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
@@ -272,6 +273,51 @@ void read_delivery(TomlTable& root, Config& config) {
   t->refuse_unknown_keys();
 }
 
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+bool is_quarter(std::string_view text) {
+  return text.size() == 7 && std::all_of(text.begin(), text.begin() + 4, is_digit) &&
+         text.substr(4, 2) == "-Q" && text[6] >= '1' && text[6] <= '4';
+}
+
+// A rate from 0 to 1 as parts per 10,000. A string ("0.30") is read digit by digit; a TOML float
+// (0.30) arrives as the nearest double, so it is rounded to the nearest part and refused if it
+// does not sit on one (more than four decimals), as kits' coop_ratio is.
+std::int64_t read_rate_basis_points(const toml::value& value, const std::string& where) {
+  auto bad = [&] {
+    return InputError(where, "must be a rate from 0 to 1 with at most four decimals, e.g. 0.30");
+  };
+  if (value.is_string()) {
+    const std::string& text = value.as_string().str;
+    const auto dot = text.find('.');
+    const std::string whole = text.substr(0, dot);
+    const std::string fraction = dot == std::string::npos ? "" : text.substr(dot + 1);
+    auto digits = [](const std::string& s) { return std::all_of(s.begin(), s.end(), is_digit); };
+    if (whole.empty() || whole.size() > 1 || !digits(whole) || !digits(fraction) ||
+        fraction.size() > 4 || (dot != std::string::npos && fraction.empty())) {
+      throw bad();
+    }
+    std::int64_t bp = (whole[0] - '0') * 10000;
+    std::int64_t scale = 1000;
+    for (char c : fraction) {
+      bp += (c - '0') * scale;
+      scale /= 10;
+    }
+    if (bp > 10000) throw bad();
+    return bp;
+  }
+  if (!value.is_floating() && !value.is_integer()) throw bad();
+  const double rate =
+      value.is_integer() ? static_cast<double>(value.as_integer()) : value.as_floating();
+  if (!std::isfinite(rate) || rate < 0 || rate > 1) throw bad();
+  const double scaled = rate * 10000;
+  const auto bp = std::llround(scaled);
+  if (std::abs(scaled - static_cast<double>(bp)) > 1e-6) throw bad();
+  return bp;
+}
+
 void read_mdf(TomlTable& root, Config& config) {
   auto t = root.table("mdf");
   if (!t) return;
@@ -298,6 +344,27 @@ void read_mdf(TomlTable& root, Config& config) {
       }
     }
     allocation->refuse_unknown_keys();
+  }
+  if (const toml::value* rate = t->get("gross_margin_rate")) {
+    config.mdf.gross_margin_rate_bp = read_rate_basis_points(
+        *rate, t->where("gross_margin_rate") + ": " + t->field("gross_margin_rate"));
+  }
+  if (const toml::value* costs = t->get("program_costs")) {
+    const std::string where = t->where("program_costs") + ": " + t->field("program_costs");
+    if (!costs->is_table()) {
+      throw InputError(where, "write costs by quarter, e.g. { \"2026-Q4\" = \"45000.00\" }");
+    }
+    for (const auto& [quarter, amount] : costs->as_table()) {
+      const std::string at =
+          detail::where_of(t->file(), amount) + ": " + t->field("program_costs") + "." + quarter;
+      if (!is_quarter(quarter)) {
+        throw InputError(at, "'" + quarter + "' is not a quarter such as \"2026-Q4\"");
+      }
+      if (!amount.is_string()) {
+        throw InputError(at, "write the amount as a decimal string, e.g. \"45000.00\"");
+      }
+      config.mdf.program_costs_minor[quarter] = parse_minor_units(amount.as_string().str, at);
+    }
   }
   t->refuse_unknown_keys();
 }

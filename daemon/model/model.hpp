@@ -224,6 +224,11 @@ struct Config {
   struct Mdf {
     std::string currency = "USD";
     std::map<Tier, std::int64_t> allocation_minor;
+    // Share of partner-won revenue that is gross margin, in parts per 10,000 (0.30 -> 3000), so
+    // the return on partner investment is computed without a double.
+    std::int64_t gross_margin_rate_bp = 0;
+    // Staff, tools and other program costs by quarter ("2026-Q4"), in minor units.
+    std::map<std::string, std::int64_t> program_costs_minor;
   } mdf;
 };
 

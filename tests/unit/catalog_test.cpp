@@ -78,6 +78,8 @@ per_partner_per_second = 50
 [mdf]
 currency = "USD"
 allocation = { platinum = "20000.00", gold = "10000.00", silver = "2500.00", registered = "0" }
+gross_margin_rate = 0.30
+program_costs = { "2026-Q4" = "45000.00" }
 )";
 
 const std::string kMinimalConfig = R"([database]
@@ -106,6 +108,32 @@ TEST(Config, LoadsTheContractExample) {
   EXPECT_EQ(config.limits.messages_per_second, 200);
   EXPECT_EQ(config.mdf.allocation_minor.at(Tier::platinum), 2000000);
   EXPECT_EQ(config.mdf.allocation_minor.at(Tier::registered), 0);
+  EXPECT_EQ(config.mdf.gross_margin_rate_bp, 3000);
+  EXPECT_EQ(config.mdf.program_costs_minor.at("2026-Q4"), 4500000);
+}
+
+TEST(Config, ReadsTheMarginRateExactlyAndRefusesBadProgramCosts) {
+  TempDir dir;
+  std::string path = (dir / "channeld.toml").string();
+  auto with_mdf = [&](const std::string& mdf) {
+    write_file(path, kMinimalConfig + "[mdf]\n" + mdf);
+  };
+  with_mdf("gross_margin_rate = \"0.2875\"\n");
+  EXPECT_EQ(load_config(path).mdf.gross_margin_rate_bp, 2875);
+  with_mdf("gross_margin_rate = 0.07\n");
+  EXPECT_EQ(load_config(path).mdf.gross_margin_rate_bp, 700);
+  with_mdf("gross_margin_rate = 0.12345\n");
+  EXPECT_EQ(error_of([&] { load_config(path); }),
+            path +
+                ":11: mdf.gross_margin_rate: must be a rate from 0 to 1 with at most four "
+                "decimals, e.g. 0.30");
+  with_mdf("program_costs = { \"2026-Q5\" = \"1.00\" }\n");
+  EXPECT_EQ(
+      error_of([&] { load_config(path); }),
+      path + ":11: mdf.program_costs.2026-Q5: '2026-Q5' is not a quarter such as \"2026-Q4\"");
+  with_mdf("program_costs = { \"2026-Q4\" = 45000.5 }\n");
+  EXPECT_THAT(error_of([&] { load_config(path); }),
+              HasSubstr("mdf.program_costs.2026-Q4: write the amount as a decimal string"));
 }
 
 TEST(Config, LoadsTheShippedExampleWithEveryKey) {
