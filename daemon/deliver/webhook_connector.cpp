@@ -16,6 +16,7 @@
 // inlined (see smtp_connector.cpp).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wnull-dereference"
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #pragma GCC diagnostic pop
 
@@ -154,6 +155,9 @@ class Connector final : public WebhookConnector {
   struct Pending {
     std::int64_t id = 0;
     Done done;
+    // The answer arrives by a post from the worker; until then nothing on the io_context
+    // stands for it, and io_context::run() would return.
+    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work;
   };
   std::unordered_map<std::uint64_t, Pending> pending_;
   std::uint64_t next_ticket_ = 1;
@@ -198,7 +202,8 @@ void Connector::send(WebhookRequest request, Done done) {
   t->ticket = next_ticket_++;
   t->request = std::move(request);
   t->allow = &settings_.allow;
-  pending_.emplace(t->ticket, Pending{t->request.id, std::move(done)});
+  pending_.emplace(t->ticket,
+                   Pending{t->request.id, std::move(done), boost::asio::make_work_guard(io_)});
   {
     std::lock_guard lock(mutex_);
     incoming_.push_back(std::move(t));
@@ -229,7 +234,7 @@ void Connector::complete(std::uint64_t ticket, WebhookResult result) {
   auto it = pending_.find(ticket);
   if (it == pending_.end()) return;  // cancelled while the answer was on its way
   Done done = std::move(it->second.done);
-  pending_.erase(it);
+  pending_.erase(it);  // releases its work guard; the handler running now keeps run() going
   done(std::move(result));
 }
 
