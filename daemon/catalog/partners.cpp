@@ -30,7 +30,8 @@ Problem problem_from(const InputError& error) {
 // A webhook secret is a line of text; anything much longer is not one.
 std::string read_secret_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path, std::string("cannot read the webhook secret: ") + std::strerror(errno));
+  if (!in)
+    throw InputError(path, std::string("cannot read the webhook secret: ") + std::strerror(errno));
   std::string text;
   text.resize(4096);
   in.read(text.data(), static_cast<std::streamsize>(text.size()));

@@ -77,15 +77,24 @@ AddressKind classify_v6(const IpAddress& ip) {
 
 std::string_view article_phrase(AddressKind kind) {
   switch (kind) {
-    case AddressKind::global: return "a public address";
-    case AddressKind::unspecified: return "the unspecified address";
-    case AddressKind::loopback: return "a loopback address";
-    case AddressKind::private_network: return "a private address";
-    case AddressKind::shared: return "a carrier-grade NAT address";
-    case AddressKind::link_local: return "a link-local address";
-    case AddressKind::cloud_metadata: return "a cloud metadata address";
-    case AddressKind::multicast: return "a multicast address";
-    case AddressKind::reserved: return "a reserved address";
+    case AddressKind::global:
+      return "a public address";
+    case AddressKind::unspecified:
+      return "the unspecified address";
+    case AddressKind::loopback:
+      return "a loopback address";
+    case AddressKind::private_network:
+      return "a private address";
+    case AddressKind::shared:
+      return "a carrier-grade NAT address";
+    case AddressKind::link_local:
+      return "a link-local address";
+    case AddressKind::cloud_metadata:
+      return "a cloud metadata address";
+    case AddressKind::multicast:
+      return "a multicast address";
+    case AddressKind::reserved:
+      return "a reserved address";
   }
   return "an unknown kind of address";
 }
@@ -145,8 +154,8 @@ std::optional<Cidr> Cidr::parse(std::string_view text) {
   if (slash != std::string_view::npos) {
     std::string_view digits = text.substr(slash + 1);
     auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), prefix);
-    if (ec != std::errc() || end != digits.data() + digits.size() || digits.empty() ||
-        prefix < 0 || prefix > width) {
+    if (ec != std::errc() || end != digits.data() + digits.size() || digits.empty() || prefix < 0 ||
+        prefix > width) {
       return std::nullopt;
     }
     if (written_v6 && !ip->v6) {
@@ -181,15 +190,24 @@ AddressKind classify_address(const IpAddress& address) {
 
 std::string_view to_string(AddressKind kind) {
   switch (kind) {
-    case AddressKind::global: return "global";
-    case AddressKind::unspecified: return "unspecified";
-    case AddressKind::loopback: return "loopback";
-    case AddressKind::private_network: return "private";
-    case AddressKind::shared: return "shared";
-    case AddressKind::link_local: return "link-local";
-    case AddressKind::cloud_metadata: return "cloud-metadata";
-    case AddressKind::multicast: return "multicast";
-    case AddressKind::reserved: return "reserved";
+    case AddressKind::global:
+      return "global";
+    case AddressKind::unspecified:
+      return "unspecified";
+    case AddressKind::loopback:
+      return "loopback";
+    case AddressKind::private_network:
+      return "private";
+    case AddressKind::shared:
+      return "shared";
+    case AddressKind::link_local:
+      return "link-local";
+    case AddressKind::cloud_metadata:
+      return "cloud-metadata";
+    case AddressKind::multicast:
+      return "multicast";
+    case AddressKind::reserved:
+      return "reserved";
   }
   return "unknown";
 }

@@ -42,16 +42,16 @@ struct Cidr {
 };
 
 enum class AddressKind {
-  global,          // on the public internet
-  unspecified,     // 0.0.0.0, ::
-  loopback,        // 127.0.0.0/8, ::1
-  private_network, // RFC 1918, fc00::/7 (unique local)
-  shared,          // 100.64.0.0/10, carrier-grade NAT (RFC 6598)
-  link_local,      // 169.254.0.0/16, fe80::/10
-  cloud_metadata,  // instance metadata services: 169.254.169.254, fd00:ec2::254, ...
-  multicast,       // 224.0.0.0/4, ff00::/8
-  reserved,        // 0.0.0.0/8, 240.0.0.0/4 (with broadcast), 192.0.0.0/24, 198.18.0.0/15,
-                   // documentation ranges
+  global,           // on the public internet
+  unspecified,      // 0.0.0.0, ::
+  loopback,         // 127.0.0.0/8, ::1
+  private_network,  // RFC 1918, fc00::/7 (unique local)
+  shared,           // 100.64.0.0/10, carrier-grade NAT (RFC 6598)
+  link_local,       // 169.254.0.0/16, fe80::/10
+  cloud_metadata,   // instance metadata services: 169.254.169.254, fd00:ec2::254, ...
+  multicast,        // 224.0.0.0/4, ff00::/8
+  reserved,         // 0.0.0.0/8, 240.0.0.0/4 (with broadcast), 192.0.0.0/24, 198.18.0.0/15,
+                    // documentation ranges
 };
 
 AddressKind classify_address(const IpAddress& address);

@@ -64,8 +64,8 @@ struct Transfer {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' ||
-                        s.back() == '\n')) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
     s.remove_suffix(1);
   }
   return s;
@@ -95,7 +95,8 @@ size_t on_header(char* data, size_t size, size_t count, void* userdata) {
 size_t on_body(char* data, size_t size, size_t count, void* userdata) {
   auto& t = *static_cast<Transfer*>(userdata);
   std::size_t n = size * count;
-  std::size_t keep = std::min(n, kDetailBodyBytes - std::min(kDetailBodyBytes, t.body_start.size()));
+  std::size_t keep =
+      std::min(n, kDetailBodyBytes - std::min(kDetailBodyBytes, t.body_start.size()));
   t.body_start.append(data, keep);
   return n;
 }
@@ -239,10 +240,10 @@ void Connector::complete(std::uint64_t ticket, WebhookResult result) {
 }
 
 void Connector::report(std::uint64_t ticket, WebhookResult result) {
-  boost::asio::post(io_, [this, alive = alive_for_worker_, ticket,
-                          result = std::move(result)]() mutable {
-    if (!alive.expired()) complete(ticket, std::move(result));
-  });
+  boost::asio::post(
+      io_, [this, alive = alive_for_worker_, ticket, result = std::move(result)]() mutable {
+        if (!alive.expired()) complete(ticket, std::move(result));
+      });
 }
 
 void Connector::run() {

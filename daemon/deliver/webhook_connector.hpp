@@ -16,7 +16,6 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -41,9 +40,9 @@ struct WebhookRequest {
 struct WebhookResult {
   std::int64_t id = 0;
   WebhookVerdict verdict = WebhookVerdict::retry;
-  long status = 0;                                // HTTP status, 0 if none
+  long status = 0;                                  // HTTP status, 0 if none
   std::optional<std::chrono::seconds> retry_after;  // from a 429 or 503
-  bool address_refused = false;                   // the SSRF guard refused every address
+  bool address_refused = false;                     // the SSRF guard refused every address
   std::string detail;  // "HTTP 500: <start of the body>", a curl error or the guard's reason
   std::chrono::microseconds latency{0};
 };

@@ -11,9 +11,12 @@ namespace channeld::deliver {
 
 std::string_view to_string(WebhookVerdict v) {
   switch (v) {
-    case WebhookVerdict::delivered: return "delivered";
-    case WebhookVerdict::retry: return "retry";
-    case WebhookVerdict::disable: return "disable";
+    case WebhookVerdict::delivered:
+      return "delivered";
+    case WebhookVerdict::retry:
+      return "retry";
+    case WebhookVerdict::disable:
+      return "disable";
   }
   return "unknown";
 }
@@ -40,8 +43,8 @@ std::optional<std::chrono::seconds> webhook_retry_delay(
   return std::chrono::seconds(std::max<long long>(1, jittered));
 }
 
-std::optional<std::chrono::seconds> parse_retry_after(
-    long status, std::string_view value, std::chrono::system_clock::time_point now) {
+std::optional<std::chrono::seconds> parse_retry_after(long status, std::string_view value,
+                                                      std::chrono::system_clock::time_point now) {
   if (status != 429 && status != 503) return std::nullopt;
   while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
   while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);

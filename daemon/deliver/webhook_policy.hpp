@@ -29,9 +29,9 @@ WebhookVerdict classify_webhook(int curl_code, long status);
 // Delays before the 2nd, 3rd, ... attempt: the Standard Webhooks example schedule. Ten attempts
 // in all over about three days.
 inline constexpr std::array<std::chrono::seconds, 9> kWebhookSchedule = {
-    std::chrono::seconds(5),     std::chrono::minutes(5), std::chrono::minutes(30),
-    std::chrono::hours(2),       std::chrono::hours(5),   std::chrono::hours(10),
-    std::chrono::hours(14),      std::chrono::hours(20),  std::chrono::hours(24)};
+    std::chrono::seconds(5), std::chrono::minutes(5), std::chrono::minutes(30),
+    std::chrono::hours(2),   std::chrono::hours(5),   std::chrono::hours(10),
+    std::chrono::hours(14),  std::chrono::hours(20),  std::chrono::hours(24)};
 
 // How long to wait after the `failed_attempts`-th failed attempt (1 after the first), or
 // nullopt when the schedule is spent (the endpoint is then disabled). `jitter` in [0, 1) spreads
@@ -45,7 +45,7 @@ std::optional<std::chrono::seconds> webhook_retry_delay(
 // ("120") or an HTTP-date ("Wed, 21 Oct 2026 07:28:00 GMT"); a date in the past is zero.
 // nullopt when the status is not 429 or 503 (the only ones it is honoured on) or the value is
 // not understood.
-std::optional<std::chrono::seconds> parse_retry_after(
-    long status, std::string_view value, std::chrono::system_clock::time_point now);
+std::optional<std::chrono::seconds> parse_retry_after(long status, std::string_view value,
+                                                      std::chrono::system_clock::time_point now);
 
 }  // namespace channeld::deliver

@@ -57,9 +57,10 @@ std::string webhook_key_from_secret(std::string_view secret_text, const std::str
     text.remove_suffix(1);
   }
   if (!text.starts_with(kSecretPrefix)) {
-    throw InputError(where, "a webhook secret must start with \"whsec_\" followed by base64 "
-                            "(Standard Webhooks); generate one with: printf 'whsec_%s\\n' "
-                            "\"$(head -c 32 /dev/urandom | base64)\"");
+    throw InputError(where,
+                     "a webhook secret must start with \"whsec_\" followed by base64 "
+                     "(Standard Webhooks); generate one with: printf 'whsec_%s\\n' "
+                     "\"$(head -c 32 /dev/urandom | base64)\"");
   }
   text.remove_prefix(kSecretPrefix.size());
   std::string key;
@@ -90,8 +91,8 @@ std::string webhook_signature(std::string_view key, std::string_view id, std::in
            mac.data(), &length) == nullptr) {
     throw std::runtime_error("HMAC-SHA256 failed");
   }
-  return "v1," + render::mime::base64(std::string_view(reinterpret_cast<const char*>(mac.data()), length),
-                                false);
+  return "v1," + render::mime::base64(
+                     std::string_view(reinterpret_cast<const char*>(mac.data()), length), false);
 }
 
 }  // namespace channeld::deliver

@@ -52,8 +52,8 @@ WebhookRequest request(std::int64_t id, const std::string& url, const std::strin
   WebhookRequest r;
   r.id = id;
   r.url = url;
-  r.webhook_id = webhook_id("q4-cloud|crm-sync|acme-it|contact" + std::to_string(id) +
-                            "@example.com");
+  r.webhook_id =
+      webhook_id("q4-cloud|crm-sync|acme-it|contact" + std::to_string(id) + "@example.com");
   r.key = webhook_key_from_secret(kSecret, "test");
   r.body = body.empty() ? R"({"event":"lead","contact":{"email":"contact)" + std::to_string(id) +
                               R"(@example.com","name":"Zoë \"Z\" O'Neil"}})"
@@ -68,9 +68,8 @@ std::vector<WebhookResult> run(boost::asio::io_context& io, WebhookConnector& co
   std::vector<WebhookResult> results;
   std::size_t expected = requests.size();
   for (auto& r : requests) {
-    connector.send(std::move(r), [&results](WebhookResult result) {
-      results.push_back(std::move(result));
-    });
+    connector.send(std::move(r),
+                   [&results](WebhookResult result) { results.push_back(std::move(result)); });
   }
   io.restart();
   while (results.size() < expected) {
@@ -82,8 +81,7 @@ std::vector<WebhookResult> run(boost::asio::io_context& io, WebhookConnector& co
   return results;
 }
 
-WebhookResult run_one(boost::asio::io_context& io, WebhookConnector& connector,
-                      WebhookRequest r) {
+WebhookResult run_one(boost::asio::io_context& io, WebhookConnector& connector, WebhookRequest r) {
   auto results = run(io, connector, {std::move(r)});
   return results.empty() ? WebhookResult{} : results.front();
 }
@@ -139,9 +137,9 @@ TEST(WebhookConnector, ReceiverThatFailsThreeTimesGetsTheEventOnceItRecovers) {
     EXPECT_NE(result.detail.find("HTTP 500"), std::string::npos) << result.detail;
     ASSERT_TRUE(webhook_retry_delay(attempt, 0.5).has_value());
   }
-  EXPECT_EQ(verdicts, (std::vector<WebhookVerdict>{WebhookVerdict::retry, WebhookVerdict::retry,
-                                                   WebhookVerdict::retry,
-                                                   WebhookVerdict::delivered}));
+  EXPECT_EQ(verdicts,
+            (std::vector<WebhookVerdict>{WebhookVerdict::retry, WebhookVerdict::retry,
+                                         WebhookVerdict::retry, WebhookVerdict::delivered}));
   auto got = receiver.requests();
   ASSERT_EQ(got.size(), 4u);
   for (const auto& r : got) {

@@ -48,10 +48,11 @@ WebhookReceiver::WebhookReceiver(Options options) {
   }
   std::string answers;
   for (int a : options.answers) answers += (answers.empty() ? "" : ",") + std::to_string(a);
-  std::vector<std::string> args = {kPython,
-                                   (source_dir() / "tests/support/webhook_receiver.py").string(),
-                                   "--secret", options.secret, "--log", log().string(),
-                                   "--answers", answers};
+  std::vector<std::string> args = {
+      kPython,     (source_dir() / "tests/support/webhook_receiver.py").string(),
+      "--secret",  options.secret,
+      "--log",     log().string(),
+      "--answers", answers};
   if (!options.location.empty()) args.insert(args.end(), {"--location", options.location});
   if (!options.retry_after.empty()) {
     args.insert(args.end(), {"--retry-after", options.retry_after});

@@ -64,8 +64,7 @@ TEST(WebhookSigning, RefusesASecretWithoutTheWhsecPrefixNamingTheFile) {
 }
 
 TEST(WebhookSigning, RefusesASecretThatIsNotBase64) {
-  EXPECT_THROW(webhook_key_from_secret("whsec_not*base64!not*base64!not*base64!", "s"),
-               InputError);
+  EXPECT_THROW(webhook_key_from_secret("whsec_not*base64!not*base64!not*base64!", "s"), InputError);
   EXPECT_THROW(webhook_key_from_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwA", "s"),
                InputError);  // a length no base64 text has
 }
@@ -193,8 +192,8 @@ TEST(AddressGuard, ClassifiesEveryKindOfInternalAddress) {
       {"::ffff:10.0.0.1", AddressKind::private_network},
       {"::ffff:169.254.169.254", AddressKind::cloud_metadata},
       {"64:ff9b::a00:1", AddressKind::private_network},  // NAT64 of 10.0.0.1
-      {"2002:7f00:1::1", AddressKind::loopback},          // 6to4 of 127.0.0.1
-      {"::127.0.0.1", AddressKind::reserved},             // IPv4-compatible, deprecated
+      {"2002:7f00:1::1", AddressKind::loopback},         // 6to4 of 127.0.0.1
+      {"::127.0.0.1", AddressKind::reserved},            // IPv4-compatible, deprecated
   };
   for (const auto& c : cases) {
     EXPECT_EQ(to_string(kind_of(c.address)), to_string(c.kind)) << c.address;
@@ -241,8 +240,8 @@ TEST(AddressGuard, ParsesRangesAndBareAddresses) {
   ASSERT_TRUE(all6.has_value());
   EXPECT_TRUE(all6->contains(*IpAddress::parse("fe80::1")));
   EXPECT_FALSE(all6->contains(*IpAddress::parse("10.0.0.1")));  // a family of its own
-  for (const char* bad : {"10.0.0.0/33", "10.0.0/8", "fd00::/129", "10.0.0.0/", "10.0.0.0/x",
-                          "localhost", ""}) {
+  for (const char* bad :
+       {"10.0.0.0/33", "10.0.0/8", "fd00::/129", "10.0.0.0/", "10.0.0.0/x", "localhost", ""}) {
     EXPECT_FALSE(Cidr::parse(bad).has_value()) << bad;
   }
 }
