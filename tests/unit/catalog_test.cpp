@@ -968,6 +968,28 @@ TEST(ValidateKit, NamesThePartnerThatLacksAVariable) {
   EXPECT_THAT(error, Not(HasSubstr("partner 'acme-it'")));
 }
 
+TEST(ValidateKit, RefusesAWebhookPayloadThatDoesNotRenderAsJson) {
+  ValidationFixture f;
+  fs::remove(f.dir / "partners" / "plain.toml");
+  // A contact value outside quotes is JSON only by luck of the row; a missing comma never is.
+  write_file(f.folder / "lead.json.mustache",
+             R"({"email": "{{contact.email}}" "name": {{contact.first_name}}})");
+  f.load();
+  std::string error = error_of([&] { validate_kit(f.folder.string(), f.config, f.partners, ""); });
+  EXPECT_THAT(error, HasSubstr("partner 'acme-it': step 'crm-sync' payload"));
+  EXPECT_THAT(error, HasSubstr("rendered payload is not JSON"));
+}
+
+TEST(ValidateKit, AcceptsAWebhookPayloadWithPartnerValuesAndQuotedContactValues) {
+  ValidationFixture f;
+  fs::remove(f.dir / "partners" / "plain.toml");
+  write_file(f.folder / "lead.json.mustache",
+             R"({"email": "{{contact.email}}", "partner": "{{partner.name}}", "tier": "{{partner.tier}}",
+                 "allocation": {{partner.mdf.allocation}}, "unsubscribe": "{{links.unsubscribe}}"})");
+  f.load();
+  EXPECT_NO_THROW(validate_kit(f.folder.string(), f.config, f.partners, ""));
+}
+
 TEST(ValidateKit, IgnoresSuspendedAndIneligiblePartners) {
   ValidationFixture f;
   write_file(f.dir / "partners" / "plain.toml",
