@@ -13,6 +13,18 @@ packages=(
   postfix python3 python3-aiosmtpd procps
 )
 
+# The Standard Webhooks reference verifier (npm), which the webhook tests use beside Python's
+# hmac when node is present. Local to tests/support/webhook_verify, pinned by its lockfile.
+install_webhook_verifier() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/support/webhook_verify"
+  if command -v npm >/dev/null 2>&1 && [ ! -d "$dir/node_modules/standardwebhooks" ]; then
+    echo "bootstrap: npm ci in $dir"
+    npm ci --prefix "$dir" --no-audit --no-fund --silent || echo "bootstrap: npm ci failed; the webhook tests will use Python's hmac only"
+  fi
+}
+trap install_webhook_verifier EXIT
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -336,6 +336,32 @@ Kit load_kit(const std::string& folder) {
   return kit;
 }
 
+namespace {
+
+// Renders every webhook step's payload for a contact whose every column reads "x", and returns
+// why each one is not JSON. Partner, kit and vendor values are the real ones; contact values are
+// text, so a payload must quote them ("{{contact.first_name}}") to be valid for every row.
+std::vector<std::string> trial_payloads(const ValidKit& valid, render::Context context,
+                                        const std::vector<std::string>& columns) {
+  std::vector<std::string> problems;
+  // Tokens for links.* need a key; their value does not matter to the JSON.
+  if (context.link_secret.empty()) context.link_secret = "trial";
+  Contact sample;
+  sample.email = sample.first_name = sample.last_name = sample.company = "x";
+  for (const auto& column : columns) sample.extra[column] = "x";
+  for (const auto& step : valid.kit.steps) {
+    if (step.channel != Channel::webhook) continue;
+    try {
+      render::render_payload(*valid.templates, step, context, sample, "trial");
+    } catch (const InputError& e) {
+      problems.push_back(e.what());
+    }
+  }
+  return problems;
+}
+
+}  // namespace
+
 ValidKit validate_kit(const std::string& folder, const Config& config, const PartnerSet& partners,
                       const std::string& link_secret) {
   ValidKit valid;
@@ -354,8 +380,13 @@ ValidKit validate_kit(const std::string& folder, const Config& config, const Par
       continue;
     }
     render::Context context{&config, &valid.kit, &partner, link_secret};
-    for (const auto& missing : valid.templates->missing_variables(context, columns)) {
-      problems.push_back("partner '" + id + "': " + missing + " is not defined");
+    auto missing = valid.templates->missing_variables(context, columns);
+    for (const auto& m : missing)
+      problems.push_back("partner '" + id + "': " + m + " is not defined");
+    if (missing.empty()) {
+      for (const auto& problem : trial_payloads(valid, context, columns)) {
+        problems.push_back("partner '" + id + "': " + problem);
+      }
     }
   }
   if (!problems.empty()) {

@@ -2,11 +2,15 @@
 #include <date/tz.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "catalog/catalog.hpp"
 #include "catalog/checks.hpp"
 #include "catalog/toml_table.hpp"
+#include "deliver/webhook_signing.hpp"
 
 namespace channeld::catalog {
 
@@ -21,6 +25,18 @@ Problem problem_from(const InputError& error) {
   std::string prefix = error.where() + ": ";
   if (!error.where().empty() && message.starts_with(prefix)) message.erase(0, prefix.size());
   return Problem{error.where(), message};
+}
+
+// A webhook secret is a line of text; anything much longer is not one.
+std::string read_secret_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw InputError(path, std::string("cannot read the webhook secret: ") + std::strerror(errno));
+  std::string text;
+  text.resize(4096);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  return text;
 }
 
 void check_url(TomlTable& table, const std::string& key, const std::string& value) {
@@ -137,6 +153,7 @@ Partner load_partner(const fs::path& file, const std::string& dir) {
     // Unsigned webhooks would let anyone who learns the URL forge channeld's calls.
     w.secret_file = detail::resolve_path(dir, webhook->required_string("secret_file"));
     if (w.secret_file.empty()) throw webhook->error("secret_file", "must name a file");
+    w.key = deliver::webhook_key_from_secret(read_secret_file(w.secret_file), w.secret_file);
     webhook->refuse_unknown_keys();
     p.webhook = std::move(w);
   }

@@ -68,6 +68,7 @@ struct Branding {
 struct PartnerWebhook {
   std::string url;
   std::string secret_file;  // absolute after load
+  std::string key;          // the signing key the secret file holds, decoded; never logged
 };
 
 struct Partner {

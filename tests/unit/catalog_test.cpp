@@ -326,9 +326,18 @@ std::string replaced(std::string text, const std::string& from, const std::strin
   return text.replace(at, from.size(), to);
 }
 
+// A Standard Webhooks secret: "whsec_" and the base64 of 24 bytes.
+const std::string kWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n";
+
+// kAcme and the webhook secret file it names.
+void write_acme(const TempDir& dir, const std::string& toml = kAcme) {
+  write_file(dir / "acme-it.toml", toml);
+  write_file(dir / "acme-it.secret", kWebhookSecret);
+}
+
 TEST(Partners, LoadsTheContractExample) {
   TempDir dir;
-  write_file(dir / "acme-it.toml", kAcme);
+  write_acme(dir);
   PartnerSet set = load_partners(dir.path().string());
   ASSERT_TRUE(set.problems.empty()) << set.problems.front().text();
   const Partner& p = set.partners.at("acme-it");
@@ -340,13 +349,14 @@ TEST(Partners, LoadsTheContractExample) {
   EXPECT_EQ(p.branding.reply_to, "marketing@acme-it.example");
   ASSERT_TRUE(p.webhook.has_value());
   EXPECT_EQ(p.webhook->secret_file, (dir / "acme-it.secret").string());
+  EXPECT_EQ(p.webhook->key.size(), 24u);
   EXPECT_EQ(p.mdf_allocation_minor, 1500000);
   EXPECT_EQ(p.source_file, (dir / "acme-it.toml").string());
 }
 
 TEST(Partners, ExposeEveryKeyOfTheFileToTemplatesButTheWebhookSecret) {
   TempDir dir;
-  write_file(dir / "acme-it.toml", kAcme);
+  write_acme(dir);
   PartnerSet set = load_partners(dir.path().string());
   const Partner& p = set.partners.at("acme-it");
   EXPECT_EQ(p.template_fields.at("name"), "Acme IT Solutions");
@@ -396,7 +406,7 @@ TEST(Partners, BadTimezoneIsReported) {
 
 TEST(Partners, OneBadFileDoesNotStopTheOthers) {
   TempDir dir;
-  write_file(dir / "acme-it.toml", kAcme);
+  write_acme(dir);
   write_file(dir / "broken.toml", "id = \"broken\"\nname = \n");
   write_file(dir / "other.toml",
              replaced(replaced(kAcme, "acme-it\"", "other\""), "[mdf]", "[mdf]\nbudget = 1"));
@@ -419,13 +429,41 @@ TEST(Partners, IdMustMatchTheFileName) {
 
 TEST(Partners, IgnoresFilesThatAreNotPartnerFiles) {
   TempDir dir;
-  write_file(dir / "acme-it.toml", kAcme);
+  write_acme(dir);
   write_file(dir / "acme-it.csv", "email,first_name,last_name,company\n");
-  write_file(dir / "acme-it.secret", "s3cret");
   write_file(dir / ".acme-it.toml", "not toml at all [");
   PartnerSet set = load_partners(dir.path().string());
   EXPECT_TRUE(set.problems.empty());
   EXPECT_EQ(set.partners.size(), 1u);
+}
+
+TEST(Partners, RefusesAWebhookSecretThatIsNotAStandardWebhooksSecretNamingTheFile) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"s3cret", "must start with \"whsec_\""},
+      {"whsec_%%%not-base64%%%", "not valid base64"},
+      {"whsec_MfKQ9r8GKYqrTwjUPD8I", "Standard Webhooks asks for at least 24"},
+  };
+  for (const auto& [secret, message] : cases) {
+    TempDir dir;
+    write_acme(dir);
+    write_file(dir / "acme-it.secret", secret);
+    PartnerSet set = load_partners(dir.path().string());
+    EXPECT_TRUE(set.partners.empty()) << secret;
+    ASSERT_EQ(set.problems.size(), 1u) << secret;
+    EXPECT_EQ(set.problems[0].where, (dir / "acme-it.secret").string());
+    EXPECT_THAT(set.problems[0].message, HasSubstr(message));
+    EXPECT_THAT(set.problems[0].text(), Not(HasSubstr(secret))) << "the secret leaked";
+  }
+}
+
+TEST(Partners, MissingWebhookSecretFileIsReportedForThatPartnerOnly) {
+  TempDir dir;
+  write_file(dir / "acme-it.toml", kAcme);
+  PartnerSet set = load_partners(dir.path().string());
+  EXPECT_TRUE(set.partners.empty());
+  ASSERT_EQ(set.problems.size(), 1u);
+  EXPECT_EQ(set.problems[0].where, (dir / "acme-it.secret").string());
+  EXPECT_THAT(set.problems[0].message, HasSubstr("cannot read the webhook secret"));
 }
 
 TEST(Partners, MissingFolderIsAnInputError) {
@@ -928,6 +966,7 @@ struct ValidationFixture {
     write_file(dir / "templates" / "layout.txt.mustache", "{{{body}}}\n{{links.unsubscribe}}");
     folder = write_kit(dir / "campaigns", "q4-cloud-migration", kKitToml);
     write_file(dir / "partners" / "acme-it.toml", kAcme);
+    write_file(dir / "partners" / "acme-it.secret", kWebhookSecret);
     write_file(dir / "partners" / "acme-it.csv", "email,first_name,last_name,company\n");
     // Gold and msp like Acme, but without a logo.
     write_file(dir / "partners" / "plain.toml",
@@ -955,6 +994,28 @@ TEST(ValidateKit, NamesThePartnerThatLacksAVariable) {
   EXPECT_THAT(error, HasSubstr("partner 'plain': step 'announce' html:"));
   EXPECT_THAT(error, HasSubstr("partner.branding.logo_url"));
   EXPECT_THAT(error, Not(HasSubstr("partner 'acme-it'")));
+}
+
+TEST(ValidateKit, RefusesAWebhookPayloadThatDoesNotRenderAsJson) {
+  ValidationFixture f;
+  fs::remove(f.dir / "partners" / "plain.toml");
+  // A contact value outside quotes is JSON only by luck of the row; a missing comma never is.
+  write_file(f.folder / "lead.json.mustache",
+             R"({"email": "{{contact.email}}" "name": {{contact.first_name}}})");
+  f.load();
+  std::string error = error_of([&] { validate_kit(f.folder.string(), f.config, f.partners, ""); });
+  EXPECT_THAT(error, HasSubstr("partner 'acme-it': step 'crm-sync' payload"));
+  EXPECT_THAT(error, HasSubstr("rendered payload is not JSON"));
+}
+
+TEST(ValidateKit, AcceptsAWebhookPayloadWithPartnerValuesAndQuotedContactValues) {
+  ValidationFixture f;
+  fs::remove(f.dir / "partners" / "plain.toml");
+  write_file(f.folder / "lead.json.mustache",
+             R"({"email": "{{contact.email}}", "partner": "{{partner.name}}", "tier": "{{partner.tier}}",
+                 "allocation": {{partner.mdf.allocation}}, "unsubscribe": "{{links.unsubscribe}}"})");
+  f.load();
+  EXPECT_NO_THROW(validate_kit(f.folder.string(), f.config, f.partners, ""));
 }
 
 TEST(ValidateKit, IgnoresSuspendedAndIneligiblePartners) {
