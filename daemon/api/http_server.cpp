@@ -1,6 +1,8 @@
 #include "api/http_server.hpp"
 
 #include <httplib.h>
+#include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -8,8 +10,12 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <list>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <tuple>
@@ -144,6 +150,262 @@ ListenAddress parse_listen(std::string_view text) {
   return ListenAddress{std::string(host), port};
 }
 
+// ---- connections ------------------------------------------------------------------------
+
+// httplib 0.11 serves connections from a fixed pool of worker threads, each connection holding
+// its worker until the client goes away or a read times out: a few hundred idle connections
+// (a load balancer, a port scanner) starve /healthz, and a client that trickles its headers a
+// byte at a time holds a worker for as long as it likes. So HttpServer gives httplib a task
+// queue that runs each connection on a thread of its own (Connections), and serves the
+// connection itself (Listener::process_and_close_socket) through a stream with deadlines,
+// calling httplib only to parse and answer each request.
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Connections the accept loop must refuse outright (a thread could not be had): served on the
+// accept thread itself, where process_and_close_socket only answers 503 and closes.
+thread_local bool t_refuse_inline = false;
+
+int poll_budget(Clock::time_point deadline, std::chrono::milliseconds cap) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  return static_cast<int>(std::clamp(left, std::chrono::milliseconds{0}, cap).count());
+}
+
+// Waits until `sock` is ready for `events` or `deadline` passes; a closed or reset socket
+// counts as ready (the next read or write reports it).
+bool wait_ready(int sock, short events, Clock::time_point deadline, std::chrono::milliseconds cap) {
+  for (;;) {
+    const int budget = poll_budget(deadline, cap);
+    if (budget <= 0) return false;
+    pollfd p{sock, events, 0};
+    const int n = ::poll(&p, 1, budget);
+    if (n > 0) return true;
+    if (n == 0) return false;
+    if (errno != EINTR) return false;
+  }
+}
+
+void address_of(int sock, bool peer, std::string& ip, int& port) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  auto* raw = reinterpret_cast<sockaddr*>(&address);
+  if ((peer ? ::getpeername(sock, raw, &length) : ::getsockname(sock, raw, &length)) != 0) return;
+  char host[NI_MAXHOST];
+  char service[NI_MAXSERV];
+  if (::getnameinfo(raw, length, host, sizeof host, service, sizeof service,
+                    NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+    ip = host;
+    port = std::atoi(service);
+  }
+}
+
+// One connection's socket as httplib sees it. Every read and write waits at most io_timeout
+// for progress and never past the current deadline, which the serving loop moves per request.
+// Reads are buffered: httplib reads request lines a byte at a time.
+class DeadlineStream final : public httplib::Stream {
+ public:
+  DeadlineStream(int sock, std::chrono::milliseconds io_timeout)
+      : sock_(sock), io_timeout_(io_timeout) {}
+
+  void set_deadline(Clock::time_point deadline) { deadline_ = deadline; }
+  // True once a request's first bytes (or the client's close) arrived within `wait`.
+  bool wait_for_request(std::chrono::milliseconds wait) const {
+    return buffered() > 0 || wait_ready(sock_, POLLIN, Clock::now() + wait, wait);
+  }
+
+  bool is_readable() const override {
+    return buffered() > 0 || wait_ready(sock_, POLLIN, deadline_, io_timeout_);
+  }
+  bool is_writable() const override { return wait_ready(sock_, POLLOUT, deadline_, io_timeout_); }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (buffered() == 0) {
+      if (!is_readable()) return -1;
+      ssize_t n;
+      do {
+        n = ::recv(sock_, buffer_, sizeof buffer_, 0);
+      } while (n < 0 && errno == EINTR);
+      if (n <= 0) return n;
+      begin_ = 0;
+      end_ = static_cast<std::size_t>(n);
+    }
+    const std::size_t n = std::min(size, buffered());
+    std::memcpy(ptr, buffer_ + begin_, n);
+    begin_ += n;
+    return static_cast<ssize_t>(n);
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!is_writable()) return -1;
+    ssize_t n;
+    do {
+      n = ::send(sock_, ptr, size, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n;
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    address_of(sock_, true, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    address_of(sock_, false, ip, port);
+  }
+  socket_t socket() const override { return sock_; }
+
+ private:
+  std::size_t buffered() const { return end_ - begin_; }
+
+  int sock_;
+  std::chrono::milliseconds io_timeout_;
+  Clock::time_point deadline_ = Clock::now();
+  char buffer_[4096];
+  std::size_t begin_ = 0;
+  std::size_t end_ = 0;
+};
+
+// Best effort, never blocking: the client learns why before the close.
+void refuse(int sock) {
+  static constexpr std::string_view kBusy =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+      "Content-Length: 34\r\nConnection: close\r\n\r\n{\"error\": \"too many connections\"}\n";
+  [[maybe_unused]] const ssize_t sent =
+      ::send(sock, kBusy.data(), kBusy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::shutdown(sock, SHUT_RDWR);
+  ::close(sock);
+}
+
+}  // namespace
+
+// The connections being served and their threads. Admission happens on the connection's own
+// thread; eviction is a shutdown() of another connection's socket, through a duplicate
+// descriptor the table owns, so a descriptor number reused after a close is never touched.
+class HttpServer::Connections {
+ public:
+  struct Entry {
+    int watch = -1;  // dup() of the connection's socket, for shutdown() only
+    Clock::time_point waiting_since;
+    bool in_handler = false;
+    bool evicted = false;
+  };
+
+  // What httplib's accept loop hands each accepted connection to.
+  class Queue final : public httplib::TaskQueue {
+   public:
+    explicit Queue(Connections& connections) : connections_(connections) {}
+    void enqueue(std::function<void()> fn) override { connections_.spawn(std::move(fn)); }
+    void shutdown() override { connections_.shutdown(); }
+
+   private:
+    Connections& connections_;
+  };
+
+  explicit Connections(const HttpLimits& limits) : limits_(limits) {}
+
+  // On the accept thread: runs `serve` on a thread of its own, or inline (refusing the
+  // connection) if even the refusals have used up their threads.
+  void spawn(std::function<void()> serve) {
+    std::unique_lock lock(mutex_);
+    join_finished();
+    if (threads_.size() >= 2 * limits_.max_connections) {
+      lock.unlock();
+      t_refuse_inline = true;
+      serve();
+      t_refuse_inline = false;
+      return;
+    }
+    std::thread thread([this, serve = std::move(serve)] {
+      try {
+        serve();
+      } catch (...) {
+        // A request's failure ends its connection; process_and_close_socket closes the socket.
+      }
+      const std::lock_guard done(mutex_);
+      finished_.push_back(std::this_thread::get_id());
+      changed_.notify_all();
+    });
+    threads_.emplace(thread.get_id(), std::move(thread));
+  }
+
+  // On the connection's thread. Makes room by evicting the connection that has waited longest
+  // for its client; nullptr (refuse) if all are inside handlers or the server is stopping.
+  Entry* admit(int sock) {
+    const std::lock_guard lock(mutex_);
+    if (stopping_) return nullptr;
+    std::size_t live = 0;
+    Entry* oldest = nullptr;
+    for (auto& e : entries_) {
+      if (e.evicted) continue;
+      ++live;
+      if (!e.in_handler && (oldest == nullptr || e.waiting_since < oldest->waiting_since))
+        oldest = &e;
+    }
+    if (live >= limits_.max_connections) {
+      if (oldest == nullptr) return nullptr;
+      evict(*oldest);
+    }
+    Entry& entry = entries_.emplace_back();
+    entry.watch = ::dup(sock);
+    entry.waiting_since = Clock::now();
+    return &entry;
+  }
+
+  void leave(Entry* entry) {
+    const std::lock_guard lock(mutex_);
+    if (entry->watch >= 0) ::close(entry->watch);
+    entries_.remove_if([entry](const Entry& e) { return &e == entry; });
+  }
+
+  void set_in_handler(Entry* entry, bool in_handler) {
+    const std::lock_guard lock(mutex_);
+    entry->in_handler = in_handler;
+    entry->waiting_since = Clock::now();
+  }
+
+  // The accept loop ended: refuse newcomers, close every connection waiting for its client,
+  // let handlers finish, and join every thread.
+  void shutdown() {
+    std::unique_lock lock(mutex_);
+    stopping_ = true;
+    for (auto& e : entries_)
+      if (!e.in_handler) evict(e);
+    changed_.wait(lock, [this] { return finished_.size() == threads_.size(); });
+    join_finished();
+  }
+
+  // A connection finishing its current request checks this before waiting for another.
+  bool stopping() {
+    const std::lock_guard lock(mutex_);
+    return stopping_;
+  }
+
+ private:
+  void evict(Entry& e) {
+    e.evicted = true;
+    if (e.watch >= 0) ::shutdown(e.watch, SHUT_RDWR);
+  }
+
+  // REQUIRES: mutex_ held. A finished thread has only its return left, so the join is short.
+  void join_finished() {
+    for (const auto id : finished_) {
+      auto thread = threads_.find(id);
+      if (thread == threads_.end()) continue;
+      thread->second.join();
+      threads_.erase(thread);
+    }
+    finished_.clear();
+  }
+
+  const HttpLimits limits_;
+  std::mutex mutex_;  // guards everything below
+  std::condition_variable changed_;
+  std::list<Entry> entries_;  // a list: Entry pointers stay valid while others come and go
+  std::map<std::thread::id, std::thread> threads_;
+  std::vector<std::thread::id> finished_;
+  bool stopping_ = false;
+};
+
 // ---- server -------------------------------------------------------------------------------
 
 // httplib::Server::stop() does nothing until listen_after_bind() has marked the server running,
@@ -152,6 +414,14 @@ ListenAddress parse_listen(std::string_view text) {
 // shutdown() wakes an accept already blocked.
 class HttpServer::Listener : public httplib::Server {
  public:
+  explicit Listener(const HttpLimits& limits) : limits_(limits), connections_(limits) {
+    new_task_queue = [this] { return new Connections::Queue(connections_); };
+    // Only for the Keep-Alive header httplib writes: the serving loop below enforces both.
+    set_keep_alive_timeout(std::max<time_t>(
+        1, std::chrono::duration_cast<std::chrono::seconds>(limits.keep_alive_timeout).count()));
+    set_keep_alive_max_count(limits.keep_alive_max_requests);
+  }
+
   // httplib listens with a backlog of 5: a burst of connections (a mail client opening tracking
   // pixels, many probes at once) overflows it and each extra client waits a second for its SYN
   // to be retransmitted. Linux takes a second listen() on a listening socket as a new backlog.
@@ -164,17 +434,63 @@ class HttpServer::Listener : public httplib::Server {
       ::close(sock);
     }
   }
+
+  // Around every call into Routes, on the connection's thread: a connection inside a handler
+  // is never evicted, and its response gets a fresh deadline.
+  static void handler_started() {
+    if (t_serving.entry != nullptr)
+      t_serving.owner->connections_.set_in_handler(t_serving.entry, true);
+  }
+  static void handler_finished() {
+    if (t_serving.entry == nullptr) return;
+    t_serving.owner->connections_.set_in_handler(t_serving.entry, false);
+    t_serving.stream->set_deadline(Clock::now() + t_serving.owner->limits_.request_deadline);
+  }
+
+ private:
+  struct Serving {
+    Listener* owner = nullptr;
+    Connections::Entry* entry = nullptr;
+    DeadlineStream* stream = nullptr;
+  };
+  static thread_local Serving t_serving;
+
+  // Replaces httplib's keep-alive loop (which waits without deadlines) with one that bounds
+  // each request in time; httplib still parses and answers each request.
+  bool process_and_close_socket(socket_t sock) override {
+    Connections::Entry* entry = t_refuse_inline ? nullptr : connections_.admit(sock);
+    if (entry == nullptr) {
+      refuse(sock);
+      return false;
+    }
+    DeadlineStream stream(sock, limits_.io_timeout);
+    t_serving = Serving{this, entry, &stream};
+    bool ok = true;
+    for (std::size_t served = 0; served < limits_.keep_alive_max_requests; ++served) {
+      if (svr_sock_ == INVALID_SOCKET || connections_.stopping()) break;
+      if (!stream.wait_for_request(served == 0 ? limits_.request_deadline
+                                               : limits_.keep_alive_timeout))
+        break;
+      stream.set_deadline(Clock::now() + limits_.request_deadline);
+      bool closed = false;
+      const bool last = served + 1 == limits_.keep_alive_max_requests;
+      ok = process_request(stream, last, closed, nullptr);
+      if (!ok || closed) break;
+    }
+    t_serving = Serving{};
+    connections_.leave(entry);
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return ok;
+  }
+
+  const HttpLimits limits_;
+  Connections connections_;
 };
 
-namespace {
+thread_local HttpServer::Listener::Serving HttpServer::Listener::t_serving;
 
-// Prometheus and probes make a handful of short requests; eight workers serve them while a
-// slow database callback holds one, and bound what a flood of connections can cost.
-constexpr std::size_t kWorkerThreads = 8;
-constexpr std::chrono::seconds kReadTimeout{10};
-constexpr std::chrono::seconds kWriteTimeout{10};
-constexpr std::chrono::seconds kKeepAliveTimeout{5};
-constexpr std::size_t kKeepAliveMaxRequests = 100;
+namespace {
 
 Request from_httplib(const httplib::Request& in) {
   Request out;
@@ -214,15 +530,10 @@ std::string transport_error(int status) {
 
 }  // namespace
 
-HttpServer::HttpServer(const std::string& listen, Routes routes)
-    : routes_(std::move(routes)), server_(std::make_unique<Listener>()) {
+HttpServer::HttpServer(const std::string& listen, Routes routes, HttpLimits limits)
+    : routes_(std::move(routes)), server_(std::make_unique<Listener>(limits)) {
   const ListenAddress address = parse_listen(listen);
 
-  server_->new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
-  server_->set_read_timeout(kReadTimeout);
-  server_->set_write_timeout(kWriteTimeout);
-  server_->set_keep_alive_timeout(kKeepAliveTimeout.count());
-  server_->set_keep_alive_max_count(kKeepAliveMaxRequests);
   server_->set_payload_max_length(kMaxBodyBytes);
   // httplib's default sets SO_REUSEPORT, which lets a second daemon bind the same address and
   // silently take half the requests. SO_REUSEADDR alone still allows a quick restart past
@@ -236,7 +547,14 @@ HttpServer::HttpServer(const std::string& listen, Routes routes)
   // decided in one place. Bodies are read (up to the limit) before the handler runs.
   const httplib::Server::Handler dispatch = [this](const httplib::Request& req,
                                                    httplib::Response& res) {
-    to_httplib(routes_.handle(from_httplib(req)), res);
+    Listener::handler_started();
+    try {
+      to_httplib(routes_.handle(from_httplib(req)), res);
+    } catch (...) {
+      Listener::handler_finished();
+      throw;
+    }
+    Listener::handler_finished();
   };
   const std::string any_path = ".*";
   server_->Get(any_path, dispatch);

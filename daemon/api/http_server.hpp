@@ -7,11 +7,13 @@
 // passes callbacks that do, and decides which thread pays for them.
 //
 // Threads: HttpServer runs httplib's accept loop on a thread of its own and serves each
-// connection on one of httplib's worker threads, so a slow client or a slow database callback
-// never runs on the Asio I/O thread that drives SMTP. Routes is called concurrently from those
-// workers: it holds no mutable state, and its callbacks must be thread-safe.
+// connection on a thread of its own, up to HttpLimits::max_connections, so a slow client or a
+// slow database callback never runs on the Asio I/O thread that drives SMTP, and idle clients
+// cannot starve the others (see HttpLimits). Routes is called concurrently from those threads:
+// it holds no mutable state, and its callbacks must be thread-safe.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -75,6 +77,24 @@ struct ListenAddress {
 // Throws InputError naming http.listen unless `text` is host:port with a port in 0..65535.
 ListenAddress parse_listen(std::string_view text);
 
+// What one client may hold, so that idle connections, slowloris clients and connection floods
+// cannot keep /healthz and /metrics from answering.
+struct HttpLimits {
+  // Connections served at once, each on its own thread. When one more arrives, the connection
+  // that has waited longest for its client (idle keep-alive, or a request still trickling in)
+  // is closed to make room; if every connection is inside a handler, the newcomer gets a 503
+  // and is closed at once.
+  std::size_t max_connections = 256;
+  // A request (line, headers and body) must arrive in full within this time of the connection
+  // opening or of the previous response; the response must be written within it too.
+  std::chrono::milliseconds request_deadline{10'000};
+  // Any single read or write that makes no progress for this long ends the connection.
+  std::chrono::milliseconds io_timeout{5'000};
+  // An idle keep-alive connection is closed after this long, or after this many requests.
+  std::chrono::milliseconds keep_alive_timeout{5'000};
+  std::size_t keep_alive_max_requests = 100;
+};
+
 class HttpServer {
  public:
   static constexpr std::size_t kMaxBodyBytes = 1024 * 1024;  // larger bodies get 413
@@ -82,7 +102,7 @@ class HttpServer {
   // Binds now, so a bad or busy address fails at start-up rather than on a background thread:
   // InputError for a malformed address, std::runtime_error naming http.listen if the bind fails.
   // Port 0 binds an ephemeral port; port() tells which.
-  HttpServer(const std::string& listen, Routes routes);
+  HttpServer(const std::string& listen, Routes routes, HttpLimits limits = {});
   ~HttpServer();  // stop()
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -91,12 +111,13 @@ class HttpServer {
 
   // Starts accepting on a thread of its own. Call once.
   void start();
-  // Closes the listening socket, lets requests in flight finish (an idle keep-alive connection
-  // is dropped within the keep-alive timeout), and joins. Idempotent; safe without start().
+  // Closes the listening socket and every connection waiting for its client, lets requests in
+  // flight finish, and joins. Idempotent; safe without start().
   void stop();
 
  private:
-  class Listener;  // httplib::Server, plus a way to close its socket before it runs
+  class Listener;     // httplib::Server, serving each connection under HttpLimits
+  class Connections;  // the connections being served, their threads, and admission
 
   Routes routes_;
   std::unique_ptr<Listener> server_;

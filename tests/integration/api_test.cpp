@@ -9,8 +9,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <thread>
 
 #include "api/http_server.hpp"
 #include "model/model.hpp"
@@ -182,6 +186,203 @@ TEST_F(ApiTest, ServesRequestsFromSeveralClientsAtOnce) {
   }
   for (auto& t : clients) t.join();
   EXPECT_EQ(ok, 16);
+}
+
+metrics::Registry& unused_registry();
+Routes idle_routes();
+
+// ---- connections that must not starve the probes ----------------------------------------
+
+// A TCP connection to 127.0.0.1:port that sends nothing unless told to.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) : sock_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(sock_, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
+  }
+  ~RawConnection() { ::close(sock_); }
+  RawConnection(const RawConnection&) = delete;
+  RawConnection& operator=(const RawConnection&) = delete;
+
+  bool connected() const { return connected_; }
+  bool send(const std::string& bytes) {
+    return ::send(sock_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(bytes.size());
+  }
+  // True once the server closed its end (EOF or reset), without waiting.
+  bool closed_by_server() {
+    char buffer[256];
+    for (;;) {
+      const ssize_t n = ::recv(sock_, buffer, sizeof buffer, MSG_DONTWAIT);
+      if (n == 0) return true;
+      if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK;
+    }
+  }
+
+ private:
+  int sock_;
+  bool connected_ = false;
+};
+
+bool within(std::chrono::seconds limit, const std::function<bool()>& condition) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return condition();
+}
+
+// A client that sends a request's headers one line at a time, forever, as slowloris does.
+class Slowloris {
+ public:
+  explicit Slowloris(int port) : connection_(port) {
+    connection_.send("GET /healthz HTTP/1.1\r\nHost: localhost\r\n");
+    thread_ = std::thread([this] {
+      for (int i = 0; !done_ && connection_.send("X-Slow-" + std::to_string(i) + ": 1\r\n"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      cut_off_ = true;
+    });
+  }
+  ~Slowloris() {
+    done_ = true;
+    thread_.join();
+  }
+  bool cut_off() { return cut_off_ || connection_.closed_by_server(); }
+
+ private:
+  RawConnection connection_;
+  std::atomic<bool> done_{false};
+  std::atomic<bool> cut_off_{false};
+  std::thread thread_;
+};
+
+// Wall time of one GET on a fresh connection; fails the test unless it answered `status`.
+std::chrono::milliseconds timed_get(int port, const std::string& path, int status = 200) {
+  const auto start = std::chrono::steady_clock::now();
+  httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(std::chrono::seconds{5});
+  c.set_read_timeout(std::chrono::seconds{5});
+  auto result = c.Get(path);
+  EXPECT_TRUE(result) << path << ": " << httplib::to_string(result.error());
+  if (result) {
+    EXPECT_EQ(result->status, status) << path;
+  }
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start);
+}
+
+TEST(HttpServerUnderLoad,
+     HealthAndMetricsAnswerWithinASecondBeside500IdleConnectionsAndASlowloris) {
+  HttpServer server("127.0.0.1:0", idle_routes());  // the limits the daemon runs with
+  server.start();
+  std::vector<std::unique_ptr<RawConnection>> idle;
+  for (int i = 0; i < 500; ++i) {
+    idle.push_back(std::make_unique<RawConnection>(server.port()));
+    ASSERT_TRUE(idle.back()->connected()) << "connection " << i;
+  }
+  Slowloris slowloris(server.port());
+
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_LT(timed_get(server.port(), "/healthz"), std::chrono::seconds{1});
+    EXPECT_LT(timed_get(server.port(), "/metrics"), std::chrono::seconds{1});
+  }
+  // Beyond the cap, the connections that waited longest were closed to make room, at once
+  // rather than after a timeout.
+  const auto closed = [&] {
+    return std::count_if(idle.begin(), idle.end(),
+                         [](const auto& c) { return c->closed_by_server(); });
+  };
+  EXPECT_TRUE(within(std::chrono::seconds{3}, [&] { return closed() >= 500 - 256; }))
+      << closed() << " of 500 idle connections closed";
+}
+
+TEST(HttpServerUnderLoad, ConnectionsBeyondTheCapAreClosedAtOnceAndHealthStillAnswers) {
+  HttpLimits limits;
+  limits.max_connections = 8;
+  limits.request_deadline = std::chrono::seconds{60};  // so only the cap can explain a close
+  HttpServer server("127.0.0.1:0", idle_routes(), limits);
+  server.start();
+  std::vector<std::unique_ptr<RawConnection>> idle;
+  for (int i = 0; i < 20; ++i) idle.push_back(std::make_unique<RawConnection>(server.port()));
+  const auto closed = [&] {
+    return std::count_if(idle.begin(), idle.end(),
+                         [](const auto& c) { return c->closed_by_server(); });
+  };
+  EXPECT_TRUE(within(std::chrono::seconds{10}, [&] { return closed() >= 12; }))
+      << closed() << " of 20 idle connections closed with a cap of 8";
+  EXPECT_LT(timed_get(server.port(), "/healthz"), std::chrono::seconds{1});
+}
+
+TEST(HttpServerUnderLoad, ANewcomerIsRefusedAtOnceWhenEveryConnectionIsInsideAHandler) {
+  std::mutex mutex;
+  std::condition_variable released;
+  bool release = false;
+  std::atomic<int> waiting{0};
+  metrics::Registry registry;
+  HttpLimits limits;
+  limits.max_connections = 2;
+  HttpServer server("127.0.0.1:0",
+                    Routes(
+                        [&] {
+                          ++waiting;
+                          std::unique_lock lock(mutex);
+                          released.wait(lock, [&] { return release; });
+                          return true;
+                        },
+                        registry, [] { return std::vector<store::DeliveryCount>{}; }),
+                    limits);
+  server.start();
+  std::vector<std::thread> slow;
+  for (int i = 0; i < 2; ++i) slow.emplace_back([&] { timed_get(server.port(), "/readyz"); });
+  ASSERT_TRUE(within(std::chrono::seconds{10}, [&] { return waiting == 2; }));
+
+  const auto start = std::chrono::steady_clock::now();
+  const std::string reply = exchange_raw(server.port(), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds{1});
+  EXPECT_EQ(reply.substr(0, reply.find("\r\n")), "HTTP/1.1 503 Service Unavailable");
+
+  {
+    const std::lock_guard lock(mutex);
+    release = true;
+  }
+  released.notify_all();
+  for (auto& t : slow) t.join();
+  EXPECT_LT(timed_get(server.port(), "/healthz"), std::chrono::seconds{1});
+}
+
+TEST(HttpServerUnderLoad, ASlowlorisClientIsCutOffAtTheRequestDeadline) {
+  HttpLimits limits;
+  limits.request_deadline = std::chrono::seconds{1};
+  HttpServer server("127.0.0.1:0", idle_routes(), limits);
+  server.start();
+  Slowloris slowloris(server.port());
+  EXPECT_TRUE(within(std::chrono::seconds{10}, [&] { return slowloris.cut_off(); }));
+}
+
+TEST(HttpServerUnderLoad, AnIdleKeepAliveConnectionIsClosedAfterTheKeepAliveTimeout) {
+  HttpLimits limits;
+  limits.keep_alive_timeout = std::chrono::milliseconds{500};
+  HttpServer server("127.0.0.1:0", idle_routes(), limits);
+  server.start();
+  RawConnection connection(server.port());
+  ASSERT_TRUE(connection.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_TRUE(within(std::chrono::seconds{10}, [&] { return connection.closed_by_server(); }));
+}
+
+TEST(HttpServerUnderLoad, StopClosesIdleConnectionsAtOnce) {
+  HttpLimits limits;
+  limits.request_deadline = std::chrono::seconds{60};
+  auto server = std::make_unique<HttpServer>("127.0.0.1:0", idle_routes(), limits);
+  server->start();
+  RawConnection connection(server->port());
+  const auto start = std::chrono::steady_clock::now();
+  server->stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds{5});
+  EXPECT_TRUE(connection.closed_by_server());
 }
 
 // ---- listening ----------------------------------------------------------------------------
