@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "app/claims.hpp"
 #include "app/daemon.hpp"
 #include "app/snapshot.hpp"
 #include "catalog/catalog.hpp"
@@ -37,6 +38,10 @@ usage:
   channeld kits [--config FILE]             list kits: id, version, state, last error
   channeld preview --kit ID --partner ID [--contact EMAIL] [--step ID] [--out DIR] [--config FILE]
                                             render one message to DIR (.eml and .html) without sending
+  channeld report mdf --period 2026-Q4 [--format csv|json|html] [--out FILE] [--config FILE]
+                                            the MDF reconciliation report of a quarter
+  channeld claims show CLAIM_ID [--partner ID] [--config FILE]
+                                            decision history of one claim, with its inputs
   channeld --version | --help
 
 options:
@@ -190,6 +195,47 @@ int preview(const Args& args) {
   return kOk;
 }
 
+int report(const std::vector<std::string>& rest) {
+  if (rest.empty() || rest[0] != "mdf") {
+    throw InputError("", "usage: channeld report mdf --period 2026-Q4 [--format csv|json|html]");
+  }
+  const Args args(std::vector<std::string>(rest.begin() + 1, rest.end()),
+                  {"--config", "--period", "--format", "--out"}, {});
+  const mdf::Period period = mdf::parse_period(args.required("--period"), "--period");
+  const std::string format = args.get("--format").value_or("csv");
+  if (format != "csv" && format != "json" && format != "html") {
+    throw InputError("--format", "'" + format + "' is not one of csv, json, html");
+  }
+  Config config = catalog::load_config(args.config());
+  const auto partners = catalog::load_partners(config.paths.partners);
+  store::Store store(config.database_url, 1);
+  const mdf::Report data = build_report(store, config, partners, period);
+  const std::string text = format == "csv"    ? mdf::render_csv(data)
+                           : format == "json" ? mdf::render_json(data)
+                                              : mdf::render_html(data);
+  if (auto out = args.get("--out")) {
+    std::ofstream file(*out, std::ios::binary);
+    file << text;
+    if (!file.flush()) throw std::runtime_error("cannot write " + *out);
+  } else {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  }
+  return kOk;
+}
+
+int claims(const std::vector<std::string>& rest) {
+  if (rest.size() < 2 || rest[0] != "show" || rest[1].starts_with("--")) {
+    throw InputError("", "usage: channeld claims show CLAIM_ID [--partner ID]");
+  }
+  const Args args(std::vector<std::string>(rest.begin() + 2, rest.end()),
+                  {"--config", "--partner"}, {});
+  Config config = catalog::load_config(args.config());
+  store::Store store(config.database_url, 1);
+  const std::string text = claim_history_text(store, rest[1], args.get("--partner").value_or(""));
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return kOk;
+}
+
 int run(const Args& args) {
   DaemonOptions options;
   options.config_path = args.config();
@@ -216,7 +262,9 @@ int dispatch(const std::vector<std::string>& argv) {
   if (verb == "kits") return kits(Args(rest, {"--config"}, {}));
   if (verb == "preview")
     return preview(Args(rest, {"--config", "--kit", "--partner", "--contact", "--step", "--out"}, {}));
-  if (verb == "report" || verb == "claims" || verb == "token") {
+  if (verb == "report") return report(rest);
+  if (verb == "claims") return claims(rest);
+  if (verb == "token") {
     std::fprintf(stderr, "channeld %s: not available in this version yet\n", verb.c_str());
     return kUsage;
   }

@@ -20,6 +20,7 @@
 
 #include "api/http_server.hpp"
 #include "app/dispatcher.hpp"
+#include "app/claims.hpp"
 #include "app/planner.hpp"
 #include "app/snapshot.hpp"
 #include "catalog/catalog.hpp"
@@ -340,6 +341,7 @@ class Daemon {
       auto result = planner_.run(*snapshot, system_now());
       if (result.enqueued > 0) dispatcher_->poke();
       mark_done_kits(*snapshot, result);
+      settle_claims(*snapshot);
       if (result.next_due) {
         auto until = *result.next_due - system_now() + std::chrono::seconds(1);
         if (until < next_scan) next_scan = std::chrono::duration_cast<std::chrono::seconds>(until);
@@ -355,6 +357,24 @@ class Daemon {
         if (!ec) plan();
       });
     });
+  }
+
+  // Runs on the catalog strand, after each plan: new claim files in, then every claim decided
+  // again, so late results or a supplied invoice supersede a decision within a scan interval.
+  void settle_claims(const Snapshot& snapshot) {
+    try {
+      const auto intake = take_in_claims(store_, snapshot.config.paths.claims, system_now());
+      for (const auto& p : intake.problems) spdlog::warn("claims: {}", p);
+      if (intake.files > 0) {
+        spdlog::info("claims: {} files, {} claims added, {} refused", intake.files, intake.added,
+                     intake.refused);
+      }
+      if (auto added = reconcile_claims(store_, snapshot, system_now()); added > 0) {
+        spdlog::info("claims: {} new decisions recorded", added);
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("reconciling claims failed: {}", e.what());
+    }
   }
 
   // Runs on the catalog strand. A live kit is done once every step is due for every partner
