@@ -1,17 +1,17 @@
 #include "app/daemon.hpp"
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -25,6 +25,7 @@
 #include "catalog/catalog.hpp"
 #include "catalog/watcher.hpp"
 #include "deliver/connector.hpp"
+#include "deliver/webhook_connector.hpp"
 #include "metrics/metrics.hpp"
 #include "store/store.hpp"
 
@@ -105,8 +106,12 @@ class Daemon {
     announce_kits(nullptr);
     import_suppressions();
     connector_ = make_connector(config);
-    dispatcher_ = std::make_unique<Dispatcher>(delivery_io_, pool_, store_, snapshots_,
-                                               *connector_, metrics_, system_now, owner_);
+    deliver::WebhookSettings webhook_settings;
+    webhook_settings.allow =
+        deliver::parse_allow_list(config.webhooks.allow, config.source_file + ": webhooks.allow");
+    webhooks_ = deliver::make_webhook_connector(delivery_io_, std::move(webhook_settings));
+    dispatcher_ = std::make_unique<Dispatcher>(delivery_io_, pool_, store_, snapshots_, *connector_,
+                                               webhooks_.get(), metrics_, system_now, owner_);
   }
 
   ~Daemon() {
@@ -181,9 +186,11 @@ class Daemon {
     });
     metrics_.gauge("kits", "Kits by state", [this] {
       std::map<std::string, double> by_state;
-      for (const auto& [id, entry] : snapshots_.get()->kits) by_state[std::string(to_string(entry.state))] += 1;
+      for (const auto& [id, entry] : snapshots_.get()->kits)
+        by_state[std::string(to_string(entry.state))] += 1;
       std::vector<std::pair<std::string, double>> out;
-      for (const auto& [state, n] : by_state) out.emplace_back(metrics::label_set({{"state", state}}), n);
+      for (const auto& [state, n] : by_state)
+        out.emplace_back(metrics::label_set({{"state", state}}), n);
       return out;
     });
     http_ = std::make_unique<api::HttpServer>(config.http.listen, std::move(routes));
@@ -330,7 +337,9 @@ class Daemon {
     for (const auto& p : problems) spdlog::warn("{}", p.text());
   }
 
-  void plan() { asio::post(catalog_strand_, [this] { plan_now(); }); }
+  void plan() {
+    asio::post(catalog_strand_, [this] { plan_now(); });
+  }
 
   // Runs on the catalog strand.
   void plan_now() {
@@ -383,8 +392,7 @@ class Daemon {
         try {
           auto counts = store_.counts_by_state();
           auto next = store_.next_due();
-          idle = counts["sending"] == 0 &&
-                 (!next || *next > system_now() + options_.idle_horizon);
+          idle = counts["sending"] == 0 && (!next || *next > system_now() + options_.idle_horizon);
         } catch (const std::exception& e) {
           spdlog::error("idle check failed: {}", e.what());
         }
@@ -424,6 +432,7 @@ class Daemon {
   std::string owner_;
   std::string link_secret_;  // from the database; used when the config names no secret file
   std::unique_ptr<deliver::EmailConnector> connector_;
+  std::unique_ptr<deliver::WebhookConnector> webhooks_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<catalog::FolderWatcher> watcher_;
   std::unique_ptr<api::HttpServer> http_;

@@ -11,9 +11,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
-
 #include <deque>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +21,7 @@
 #include "app/snapshot.hpp"
 #include "deliver/connector.hpp"
 #include "deliver/rate_limit.hpp"
+#include "deliver/webhook_connector.hpp"
 #include "metrics/metrics.hpp"
 #include "store/store.hpp"
 
@@ -32,7 +33,8 @@ class Dispatcher {
  public:
   Dispatcher(boost::asio::io_context& io, boost::asio::thread_pool& db_pool, store::Store& store,
              SnapshotHolder& snapshots, deliver::EmailConnector& connector,
-             metrics::Registry& metrics, Clock clock, std::string owner);
+             deliver::WebhookConnector* webhooks, metrics::Registry& metrics, Clock clock,
+             std::string owner);
 
   void start();
   // New rows may be due (the planner queued some): claim now instead of at the next poll.
@@ -51,6 +53,10 @@ class Dispatcher {
     int attempts = 0;
     int rendered_version = 0;
     std::string message_id;
+    // Webhook steps: the request for the webhook connector instead of `email` (of which only
+    // id and partner_id are set), and the endpoint, to disable it if it is gone.
+    std::optional<deliver::WebhookRequest> webhook;
+    std::string webhook_url;
     // Past this, another daemon may already have reclaimed the row: sending would risk a
     // duplicate, so the row goes back to the queue unsent instead.
     std::chrono::steady_clock::time_point send_by;
@@ -67,6 +73,8 @@ class Dispatcher {
   void on_claimed(Prepared prepared);
   void pump();
   void on_sent(const Ready& ready, const deliver::SendResult& result);
+  void on_webhook_answered(const Ready& ready, const deliver::WebhookResult& result);
+  std::size_t in_flight() const;
   void settle(store::Outcome outcome);
   void schedule_flush();
   void flush();
@@ -78,6 +86,7 @@ class Dispatcher {
   store::Store& store_;
   SnapshotHolder& snapshots_;
   deliver::EmailConnector& connector_;
+  deliver::WebhookConnector* webhooks_;  // null: webhook steps fail (nothing to send them with)
   metrics::Registry& metrics_;
   Clock clock_;
   std::string owner_;
