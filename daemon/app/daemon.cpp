@@ -1,17 +1,17 @@
 #include "app/daemon.hpp"
 
-#include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
-#include <unistd.h>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -186,11 +186,9 @@ class Daemon {
     });
     metrics_.gauge("kits", "Kits by state", [this] {
       std::map<std::string, double> by_state;
-      for (const auto& [id, entry] : snapshots_.get()->kits)
-        by_state[std::string(to_string(entry.state))] += 1;
+      for (const auto& [id, entry] : snapshots_.get()->kits) by_state[std::string(to_string(entry.state))] += 1;
       std::vector<std::pair<std::string, double>> out;
-      for (const auto& [state, n] : by_state)
-        out.emplace_back(metrics::label_set({{"state", state}}), n);
+      for (const auto& [state, n] : by_state) out.emplace_back(metrics::label_set({{"state", state}}), n);
       return out;
     });
     http_ = std::make_unique<api::HttpServer>(config.http.listen, std::move(routes));
@@ -337,9 +335,7 @@ class Daemon {
     for (const auto& p : problems) spdlog::warn("{}", p.text());
   }
 
-  void plan() {
-    asio::post(catalog_strand_, [this] { plan_now(); });
-  }
+  void plan() { asio::post(catalog_strand_, [this] { plan_now(); }); }
 
   // Runs on the catalog strand.
   void plan_now() {
@@ -392,7 +388,8 @@ class Daemon {
         try {
           auto counts = store_.counts_by_state();
           auto next = store_.next_due();
-          idle = counts["sending"] == 0 && (!next || *next > system_now() + options_.idle_horizon);
+          idle = counts["sending"] == 0 &&
+                 (!next || *next > system_now() + options_.idle_horizon);
         } catch (const std::exception& e) {
           spdlog::error("idle check failed: {}", e.what());
         }
