@@ -163,7 +163,16 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
           continue;
         }
         auto [disabled, fresh_lookup] = endpoint_disabled.try_emplace(partner, false);
-        if (fresh_lookup) disabled->second = endpoints.disabled(partner->id, partner->webhook->url);
+        if (fresh_lookup) {
+          try {
+            disabled->second = endpoints.disabled(partner->id, partner->webhook->url);
+          } catch (const store::StoreError& e) {
+            // Failing the batch would strand its leased rows until the lease ran out; a request
+            // to an endpoint that turns out to be disabled costs one more 410 at worst.
+            spdlog::warn("partner {}: cannot read the webhook endpoint's state ({}); sending",
+                         partner->id, e.what());
+          }
+        }
         if (disabled->second) {
           out.settled.push_back(make_outcome(
               row.id, OutcomeKind::failed,

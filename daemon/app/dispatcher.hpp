@@ -1,7 +1,8 @@
 // app/dispatcher: moves outbox rows to recipients. It leases due rows from the store, renders
 // them with the kit version live now, paces them through the rate limits, hands them to the
-// email connector and records every verdict; a row is marked sent only after the server said
-// 250, and a row it leased is either recorded or released, never forgotten.
+// email or webhook connector and records every verdict; a row is marked sent only after the
+// server said 250 (or the endpoint 2xx), and a row it leased is either recorded or released,
+// never forgotten.
 //
 // Threads: all member state is owned by the io_context thread (the one driving the connector).
 // Store calls and rendering run on the database pool and post their results back, so the I/O
@@ -11,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
+
 #include <deque>
 #include <functional>
 #include <optional>
