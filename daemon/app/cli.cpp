@@ -1,5 +1,6 @@
 #include "app/cli.hpp"
 
+#include <date/date.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -18,6 +19,7 @@
 #include "render/render.hpp"
 #include "schedule/schedule.hpp"
 #include "store/store.hpp"
+#include "store/webhooks.hpp"
 
 namespace channeld::app {
 
@@ -42,6 +44,10 @@ usage:
                                             the MDF reconciliation report of a quarter
   channeld claims show CLAIM_ID [--partner ID] [--config FILE]
                                             decision history of one claim, with its inputs
+  channeld webhooks status|failed|replay|enable [--partner ID] [--message ID] [--config FILE]
+                                            disabled webhook endpoints; a partner's failed webhook
+                                            deliveries; queue them again (all, or one outbox row)
+                                            and enable the endpoint; enable it without replaying
   channeld --version | --help
 
 options:
@@ -129,6 +135,70 @@ int kits(const Args& args) {
     std::printf("%-28s %-8d %-9s %s\n", r.kit_id.c_str(), r.version, r.state.c_str(),
                 r.error.c_str());
   return kOk;
+}
+
+std::string utc_text(SysTime t) {
+  return date::format("%Y-%m-%d %H:%M:%SZ", t);
+}
+
+int webhooks(const std::string& action, const Args& args) {
+  Config config = catalog::load_config(args.config());
+  store::Store store(config.database_url, 1);
+  store::WebhookEndpoints endpoints(store);
+  if (action == "status") {
+    auto rows = endpoints.all_disabled();
+    if (rows.empty()) {
+      std::printf("no webhook endpoint is disabled\n");
+      return kOk;
+    }
+    std::printf("%-20s %-21s %-50s %s\n", "PARTNER", "DISABLED AT", "URL", "REASON");
+    for (const auto& r : rows)
+      std::printf("%-20s %-21s %-50s %s\n", r.partner_id.c_str(), utc_text(r.disabled_at).c_str(),
+                  r.url.c_str(), r.reason.c_str());
+    return kOk;
+  }
+  const std::string partner_id = args.required("--partner");
+  if (action == "failed") {
+    auto rows = endpoints.failed(partner_id, 1000);
+    if (rows.empty()) {
+      std::printf("partner %s has no failed webhook deliveries\n", partner_id.c_str());
+      return kOk;
+    }
+    std::printf("%-10s %-21s %-24s %-16s %-32s %-8s %s\n", "MESSAGE", "FAILED AT", "KIT", "STEP",
+                "CONTACT", "ATTEMPTS", "LAST ERROR");
+    for (const auto& r : rows)
+      std::printf("%-10lld %-21s %-24s %-16s %-32s %-8d %s\n", static_cast<long long>(r.id),
+                  utc_text(r.failed_at).c_str(), r.kit_id.c_str(), r.step_id.c_str(),
+                  r.email.c_str(), r.attempts, r.last_error.c_str());
+    if (rows.size() == 1000) std::printf("(the 1000 most recent; replay sends them all)\n");
+    return kOk;
+  }
+  if (action == "replay") {
+    std::optional<std::int64_t> only;
+    if (auto message = args.get("--message")) {
+      try {
+        std::size_t used = 0;
+        only = std::stoll(*message, &used);
+        if (used != message->size()) throw std::invalid_argument("trailing text");
+      } catch (const std::exception&) {
+        throw InputError("--message", "'" + *message + "' is not a message number (see failed)");
+      }
+    }
+    auto queued = endpoints.replay(partner_id, only, now());
+    std::printf("queued %zu failed webhook deliveries of partner %s again; its endpoint is "
+                "enabled\n",
+                queued, partner_id.c_str());
+    return kOk;
+  }
+  if (action == "enable") {
+    auto n = endpoints.enable(partner_id);
+    std::printf(n == 0 ? "partner %s's webhook endpoint was not disabled\n"
+                       : "partner %s's webhook endpoint is enabled again\n",
+                partner_id.c_str());
+    return kOk;
+  }
+  throw InputError("", "unknown webhooks action '" + action +
+                           "': one of status, failed, replay, enable (see channeld --help)");
 }
 
 std::optional<Contact> find_contact(const std::string& path, const std::optional<std::string>& email) {
@@ -264,6 +334,12 @@ int dispatch(const std::vector<std::string>& argv) {
     return preview(Args(rest, {"--config", "--kit", "--partner", "--contact", "--step", "--out"}, {}));
   if (verb == "report") return report(rest);
   if (verb == "claims") return claims(rest);
+  if (verb == "webhooks") {
+    if (rest.empty() || rest[0].starts_with("--"))
+      throw InputError("", "webhooks needs an action: status, failed, replay or enable");
+    std::vector<std::string> options(rest.begin() + 1, rest.end());
+    return webhooks(rest[0], Args(options, {"--config", "--partner", "--message"}, {}));
+  }
   if (verb == "token") {
     std::fprintf(stderr, "channeld %s: not available in this version yet\n", verb.c_str());
     return kUsage;

@@ -26,6 +26,7 @@
 #include "catalog/catalog.hpp"
 #include "catalog/watcher.hpp"
 #include "deliver/connector.hpp"
+#include "deliver/webhook_connector.hpp"
 #include "metrics/metrics.hpp"
 #include "store/store.hpp"
 
@@ -106,8 +107,12 @@ class Daemon {
     announce_kits(nullptr);
     import_suppressions();
     connector_ = make_connector(config);
-    dispatcher_ = std::make_unique<Dispatcher>(delivery_io_, pool_, store_, snapshots_,
-                                               *connector_, metrics_, system_now, owner_);
+    deliver::WebhookSettings webhook_settings;
+    webhook_settings.allow =
+        deliver::parse_allow_list(config.webhooks.allow, config.source_file + ": webhooks.allow");
+    webhooks_ = deliver::make_webhook_connector(delivery_io_, std::move(webhook_settings));
+    dispatcher_ = std::make_unique<Dispatcher>(delivery_io_, pool_, store_, snapshots_, *connector_,
+                                               webhooks_.get(), metrics_, system_now, owner_);
   }
 
   ~Daemon() {
@@ -444,6 +449,7 @@ class Daemon {
   std::string owner_;
   std::string link_secret_;  // from the database; used when the config names no secret file
   std::unique_ptr<deliver::EmailConnector> connector_;
+  std::unique_ptr<deliver::WebhookConnector> webhooks_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<catalog::FolderWatcher> watcher_;
   std::unique_ptr<api::HttpServer> http_;

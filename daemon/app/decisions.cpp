@@ -1,5 +1,6 @@
 #include "app/decisions.hpp"
 
+#include "app/webhook_decisions.hpp"
 #include "schedule/schedule.hpp"
 
 namespace channeld::app {
@@ -45,9 +46,11 @@ Decision decide(const store::ClaimedMessage& row, const Snapshot& snapshot, SysT
     if (!opens) return settle(row.id, OutcomeKind::expired, "send window never opens");
     return settle(row.id, OutcomeKind::deferred, "outside the partner's send window", *opens);
   }
-  if (row.attempts > policy.max_attempts)
+  // Webhooks retry on their own schedule (app/webhook_decisions.hpp), not delivery.max_attempts.
+  const int max_attempts = row.channel == Channel::webhook ? kWebhookAttempts : policy.max_attempts;
+  if (row.attempts > max_attempts)
     return settle(row.id, OutcomeKind::failed,
-                  "gave up after " + std::to_string(policy.max_attempts) + " attempts");
+                  "gave up after " + std::to_string(max_attempts) + " attempts");
   Decision d;
   d.send = Sendable{kit, step, partner};
   return d;

@@ -7,8 +7,11 @@
 #include <nlohmann/json.hpp>
 
 #include "app/decisions.hpp"
+#include "app/webhook_decisions.hpp"
+#include "deliver/webhook_signing.hpp"
 #include "render/render.hpp"
 #include "schedule/schedule.hpp"
+#include "store/webhooks.hpp"
 
 namespace channeld::app {
 
@@ -63,12 +66,14 @@ std::string_view state_label(store::OutcomeKind kind) {
 
 Dispatcher::Dispatcher(asio::io_context& io, asio::thread_pool& db_pool, store::Store& store,
                        SnapshotHolder& snapshots, deliver::EmailConnector& connector,
-                       metrics::Registry& metrics, Clock clock, std::string owner)
+                       deliver::WebhookConnector* webhooks, metrics::Registry& metrics, Clock clock,
+                       std::string owner)
     : io_(io),
       db_pool_(db_pool),
       store_(store),
       snapshots_(snapshots),
       connector_(connector),
+      webhooks_(webhooks),
       metrics_(metrics),
       clock_(std::move(clock)),
       owner_(std::move(owner)),
@@ -135,6 +140,8 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
   const auto snapshot = snapshots_.get();
   // Template data for a (kit, partner) pair is built once per batch, not once per message.
   std::map<std::pair<const Kit*, const Partner*>, render::Context> contexts;
+  store::WebhookEndpoints endpoints(store_);
+  std::map<const Partner*, bool> endpoint_disabled;  // looked up once per batch
   for (auto& row : rows) {
     if (row.reclaimed) ++out.reclaimed;
     Decision decision = decide(row, *snapshot, now, policy_);
@@ -149,6 +156,44 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
         ctx_it->second =
             render::make_context(snapshot->config, kit->kit, *partner, snapshot->link_secret);
       const render::Context& ctx = ctx_it->second;
+      if (step->channel == Channel::webhook) {
+        if (!partner->webhook || webhooks_ == nullptr) {
+          out.settled.push_back(make_outcome(row.id, OutcomeKind::failed,
+                                             "partner has no [webhook] url to send it to"));
+          continue;
+        }
+        auto [disabled, fresh_lookup] = endpoint_disabled.try_emplace(partner, false);
+        if (fresh_lookup) {
+          try {
+            disabled->second = endpoints.disabled(partner->id, partner->webhook->url);
+          } catch (const store::StoreError& e) {
+            // Failing the batch would strand its leased rows until the lease ran out; a request
+            // to an endpoint that turns out to be disabled costs one more 410 at worst.
+            spdlog::warn("partner {}: cannot read the webhook endpoint's state ({}); sending",
+                         partner->id, e.what());
+          }
+        }
+        if (disabled->second) {
+          out.settled.push_back(make_outcome(
+              row.id, OutcomeKind::failed,
+              "webhook endpoint is disabled (channeld webhooks status; replay to send again)"));
+          continue;
+        }
+        Ready ready;
+        ready.email.id = row.id;
+        ready.email.partner_id = row.partner_id;
+        ready.domain = partner->webhook->url;  // the per-domain bucket paces one endpoint
+        ready.attempts = row.attempts;
+        ready.rendered_version = kit->kit.version;
+        ready.webhook_url = partner->webhook->url;
+        ready.webhook = deliver::WebhookRequest{
+            row.id, partner->webhook->url, deliver::webhook_id(row.idempotency_key),
+            partner->webhook->key,
+            render::render_payload(*kit->templates, *step, ctx, contact_from_json(row.contact_json),
+                                   row.idempotency_key)};
+        out.ready.push_back(std::move(ready));
+        continue;
+      }
       auto message =
           render::render_email(*kit->templates, *step, ctx, contact_from_json(row.contact_json),
                                row.idempotency_key, now);
@@ -228,6 +273,15 @@ void Dispatcher::pump() {
     limits_.take(it->email.partner_id, it->domain, now);
     Ready ready = std::move(*it);
     it = ready_.erase(it);
+    if (ready.webhook) {
+      deliver::WebhookRequest request = std::move(*ready.webhook);
+      ready.webhook.reset();
+      webhooks_->send(std::move(request),
+                      [this, r = std::move(ready)](deliver::WebhookResult result) {
+                        on_webhook_answered(r, result);
+                      });
+      continue;
+    }
     auto email = std::move(ready.email);
     ready.email.id = email.id;
     ready.email.partner_id = email.partner_id;
@@ -255,6 +309,42 @@ void Dispatcher::on_sent(const Ready& ready, const deliver::SendResult& result) 
   }
   settle(std::move(o));
   check_stopped();
+}
+
+void Dispatcher::on_webhook_answered(const Ready& ready, const deliver::WebhookResult& result) {
+  metrics_.send_latency().observe(std::chrono::duration<double>(result.latency).count());
+  // Spreads retries of endpoints that failed together; reproducible per message and attempt.
+  const auto mix = static_cast<std::uint64_t>(ready.email.id) * 0x9E3779B97F4A7C15ULL +
+                   static_cast<std::uint64_t>(ready.attempts) * 0xBF58476D1CE4E5B9ULL;
+  const double jitter = static_cast<double>((mix >> 11) % 1000) / 1000.0;
+  const SysTime now = clock_();
+  WebhookSettlement s = settle_webhook(ready.email.id, result, ready.attempts, now, jitter);
+  if (s.outcome.kind == store::OutcomeKind::sent)
+    s.outcome.rendered_version = ready.rendered_version;
+  if (s.disable_reason) {
+    spdlog::error(
+        "partner {}: webhook endpoint {} disabled: {}; nothing more is sent to it until "
+        "`channeld webhooks replay --partner {}` or a new [webhook] url",
+        ready.email.partner_id, ready.webhook_url, *s.disable_reason, ready.email.partner_id);
+    metrics_.add("webhook_endpoints_disabled_total",
+                 metrics::label_set({{"partner", ready.email.partner_id}}));
+    asio::post(db_pool_, [this, partner = ready.email.partner_id, url = ready.webhook_url,
+                          reason = *s.disable_reason, now] {
+      try {
+        store::WebhookEndpoints(store_).disable(partner, url, reason, now);
+      } catch (const std::exception& e) {
+        // The next failure disables it again; until then messages keep their own schedule.
+        spdlog::error("partner {}: recording the disabled webhook endpoint failed: {}", partner,
+                      e.what());
+      }
+    });
+  }
+  settle(std::move(s.outcome));
+  check_stopped();
+}
+
+std::size_t Dispatcher::in_flight() const {
+  return connector_.in_flight() + (webhooks_ != nullptr ? webhooks_->in_flight() : 0);
 }
 
 void Dispatcher::settle(store::Outcome o) {
@@ -332,10 +422,11 @@ void Dispatcher::stop(std::chrono::seconds grace, std::function<void()> done) {
     ready_.clear();
     grace_timer_.expires_after(grace);
     grace_timer_.async_wait([this](boost::system::error_code ec) {
-      if (ec || connector_.in_flight() == 0) return;
+      if (ec || in_flight() == 0) return;
       spdlog::warn("{} messages still in flight after the shutdown grace period; cancelling",
-                   connector_.in_flight());
+                   in_flight());
       connector_.cancel_all();
+      if (webhooks_ != nullptr) webhooks_->cancel_all();
     });
     flush();
     check_stopped();
@@ -343,7 +434,7 @@ void Dispatcher::stop(std::chrono::seconds grace, std::function<void()> done) {
 }
 
 void Dispatcher::check_stopped() {
-  if (!stopping_ || released_ || claiming_ || recording_ || connector_.in_flight() > 0) return;
+  if (!stopping_ || released_ || claiming_ || recording_ || in_flight() > 0) return;
   if (!outcomes_.empty()) {
     flush();
     return;

@@ -1,7 +1,8 @@
 // app/dispatcher: moves outbox rows to recipients. It leases due rows from the store, renders
 // them with the kit version live now, paces them through the rate limits, hands them to the
-// email connector and records every verdict; a row is marked sent only after the server said
-// 250, and a row it leased is either recorded or released, never forgotten.
+// email or webhook connector and records every verdict; a row is marked sent only after the
+// server said 250 (or the endpoint 2xx), and a row it leased is either recorded or released,
+// never forgotten.
 //
 // Threads: all member state is owned by the io_context thread (the one driving the connector).
 // Store calls and rendering run on the database pool and post their results back, so the I/O
@@ -14,6 +15,7 @@
 
 #include <deque>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +23,7 @@
 #include "app/snapshot.hpp"
 #include "deliver/connector.hpp"
 #include "deliver/rate_limit.hpp"
+#include "deliver/webhook_connector.hpp"
 #include "metrics/metrics.hpp"
 #include "store/store.hpp"
 
@@ -32,7 +35,8 @@ class Dispatcher {
  public:
   Dispatcher(boost::asio::io_context& io, boost::asio::thread_pool& db_pool, store::Store& store,
              SnapshotHolder& snapshots, deliver::EmailConnector& connector,
-             metrics::Registry& metrics, Clock clock, std::string owner);
+             deliver::WebhookConnector* webhooks, metrics::Registry& metrics, Clock clock,
+             std::string owner);
 
   void start();
   // New rows may be due (the planner queued some): claim now instead of at the next poll.
@@ -51,6 +55,10 @@ class Dispatcher {
     int attempts = 0;
     int rendered_version = 0;
     std::string message_id;
+    // Webhook steps: the request for the webhook connector instead of `email` (of which only
+    // id and partner_id are set), and the endpoint, to disable it if it is gone.
+    std::optional<deliver::WebhookRequest> webhook;
+    std::string webhook_url;
     // Past this, another daemon may already have reclaimed the row: sending would risk a
     // duplicate, so the row goes back to the queue unsent instead.
     std::chrono::steady_clock::time_point send_by;
@@ -67,6 +75,8 @@ class Dispatcher {
   void on_claimed(Prepared prepared);
   void pump();
   void on_sent(const Ready& ready, const deliver::SendResult& result);
+  void on_webhook_answered(const Ready& ready, const deliver::WebhookResult& result);
+  std::size_t in_flight() const;
   void settle(store::Outcome outcome);
   void schedule_flush();
   void flush();
@@ -78,6 +88,7 @@ class Dispatcher {
   store::Store& store_;
   SnapshotHolder& snapshots_;
   deliver::EmailConnector& connector_;
+  deliver::WebhookConnector* webhooks_;  // null: webhook steps fail (nothing to send them with)
   metrics::Registry& metrics_;
   Clock clock_;
   std::string owner_;

@@ -45,7 +45,8 @@ Planner::Result Planner::run(const Snapshot& snapshot, SysTime now) {
       if (schedule::expired(kit, zone, now)) continue;
       for (std::size_t i = 0; i < kit.steps.size(); ++i) {
         const Step& step = kit.steps[i];
-        if (step.channel != Channel::email) continue;  // the webhook connector is not built yet
+        // A partner without a [webhook] has nowhere to receive a webhook step.
+        if (step.channel == Channel::webhook && !partner.webhook) continue;
         const SysTime due = schedule::step_due(kit, i, zone);
         if (due > now) {
           if (!result.next_due || due < *result.next_due) result.next_due = due;
@@ -83,7 +84,7 @@ void Planner::expand(const Kit& kit, const Step& step, const Partner& partner, S
     batch.clear();
   };
   while (auto contact = reader.next()) {
-    batch.push_back(store::NewMessage{kit.id, kit.version, step.id, partner.id, Channel::email,
+    batch.push_back(store::NewMessage{kit.id, kit.version, step.id, partner.id, step.channel,
                                       contact->email, contact_json(*contact), due});
     if (batch.size() == kBatch) flush();
   }

@@ -1,0 +1,36 @@
+#include "app/webhook_decisions.hpp"
+
+#include "app/decisions.hpp"
+
+namespace channeld::app {
+
+WebhookSettlement settle_webhook(std::int64_t id, const deliver::WebhookResult& result,
+                                 int attempts, SysTime now, double jitter) {
+  using deliver::WebhookVerdict;
+  using store::OutcomeKind;
+  WebhookSettlement s{make_outcome(id, OutcomeKind::sent, result.detail), std::nullopt};
+  switch (result.verdict) {
+    case WebhookVerdict::delivered:
+      break;
+    case WebhookVerdict::disable:
+      s.outcome.kind = OutcomeKind::failed;
+      s.outcome.detail = "endpoint answered 410 Gone; disabled: " + result.detail;
+      s.disable_reason = "410 Gone";
+      break;
+    case WebhookVerdict::retry:
+      if (auto delay = deliver::webhook_retry_delay(attempts, jitter, result.retry_after)) {
+        s.outcome.kind = OutcomeKind::retry;
+        s.outcome.retry_at = now + *delay;
+      } else {
+        s.outcome.kind = OutcomeKind::failed;
+        s.outcome.detail = "gave up after " + std::to_string(attempts) +
+                           " attempts; endpoint disabled: " + result.detail;
+        s.disable_reason = "retry schedule spent after " + std::to_string(attempts) +
+                           " attempts; last: " + result.detail;
+      }
+      break;
+  }
+  return s;
+}
+
+}  // namespace channeld::app

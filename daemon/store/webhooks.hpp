@@ -1,0 +1,62 @@
+// store/webhooks: the state of partners' webhook endpoints and the failed webhook deliveries an
+// operator inspects and replays. SQL for migration 0007 (webhook_endpoint) and for the webhook
+// rows of the outbox.
+//
+// Threads: like Store, safe from any thread; calls block on the database, so the daemon runs
+// them on its database pool. The CLI calls them directly.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/store.hpp"
+
+namespace channeld::store {
+
+struct DisabledEndpoint {
+  std::string partner_id;
+  std::string url;
+  std::string reason;  // "410 Gone" or "gave up after 10 attempts: HTTP 500"
+  SysTime disabled_at{};
+};
+
+struct FailedWebhook {
+  std::int64_t id = 0;  // outbox row
+  std::string kit_id;
+  std::string step_id;
+  std::string email;
+  int attempts = 0;
+  std::string last_error;
+  SysTime failed_at{};
+};
+
+class WebhookEndpoints {
+ public:
+  explicit WebhookEndpoints(Store& store) : store_(store) {}
+
+  // Stops sending to `url` for `partner_id`. Idempotent: a second call keeps the first reason
+  // and time, which say when the endpoint really went away.
+  void disable(const std::string& partner_id, const std::string& url, const std::string& reason,
+               SysTime now);
+  // Whether `url` is disabled for `partner_id`.
+  bool disabled(const std::string& partner_id, const std::string& url);
+  // Every disabled endpoint, by partner.
+  std::vector<DisabledEndpoint> all_disabled();
+  // Enables every URL of the partner again; returns how many were disabled.
+  std::size_t enable(const std::string& partner_id);
+
+  // The partner's failed webhook deliveries, most recent first, at most `limit`.
+  std::vector<FailedWebhook> failed(const std::string& partner_id, std::size_t limit);
+  // Queues the partner's failed webhook deliveries again (all, or the one outbox row `only`),
+  // due at `now` with a fresh attempt count, each with a 'replayed' delivery_event; and enables
+  // the partner's endpoint, since a replay to a disabled endpoint could not go anywhere.
+  // Returns the number of rows queued.
+  std::size_t replay(const std::string& partner_id, std::optional<std::int64_t> only, SysTime now);
+
+ private:
+  Store& store_;
+};
+
+}  // namespace channeld::store
