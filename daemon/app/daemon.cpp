@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -229,6 +230,9 @@ class Daemon {
     stopping_ = true;
     sd_notify(0, "STOPPING=1");
     arm_exit_deadline(snapshots_.get()->config.delivery.shutdown_grace + kExitAfterGrace);
+    // Signals, timers and the watcher are done with: without this the main loop would run out
+    // of work and return before the dispatcher has recorded and released what it holds.
+    stop_work_.emplace(io_.get_executor());
     scan_timer_.cancel();
     idle_timer_.cancel();
     if (watcher_) watcher_->stop();
@@ -236,6 +240,7 @@ class Daemon {
     // or released; the rest of the shutdown happens here, on the main loop.
     dispatcher_->stop(snapshots_.get()->config.delivery.shutdown_grace, [this] {
       asio::post(io_, [this] {
+        stop_work_.reset();
         signals_.cancel();
         watchdog_timer_.cancel();
         // Let catalog work already queued finish, then let io_.run() return.
@@ -463,6 +468,7 @@ class Daemon {
   std::unique_ptr<catalog::FolderWatcher> watcher_;
   std::unique_ptr<api::HttpServer> http_;
   bool stopping_ = false;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> stop_work_;
   bool planned_once_ = false;
   std::map<std::string, std::string> done_kits_;  // kit id -> digest marked done (catalog strand)
 };
