@@ -272,6 +272,13 @@ void read_delivery(TomlTable& root, Config& config) {
   if (d.backoff_max < d.backoff_base) {
     throw t->error("backoff_max", "must not be shorter than delivery.backoff_base");
   }
+  // A message only starts while its lease has more than the longest transfer plus a second to
+  // record the verdict left (app/dispatcher): a shorter lease could never send anything.
+  if (d.lease <= config.smtp.timeout + std::chrono::seconds(1)) {
+    throw t->error("lease", "must be longer than smtp.timeout plus 1s (" +
+                                std::to_string(config.smtp.timeout.count()) + "s): a send must end "
+                                "before the lease does");
+  }
   t->refuse_unknown_keys();
 }
 

@@ -563,10 +563,15 @@ TEST(Daemon, APermanentRecipientFailureSuppressesTheAddress) {
   add_audience(site, 1, 3);
   site.add_kit("k", "");
 
-  site.run_until_idle();
+  const std::string log = site.run_until_idle();
 
   EXPECT_EQ(message_ids(smtp).size(), 2u);
   EXPECT_EQ(site.count("state = 'bounced'"), 1);
+  // Said once, with everything an operator needs to find the message and the reason.
+  const std::string line = "message bounced: kit k step announce partner p0 recipient " +
+                           Site::email("p0", 1) + ": ";
+  EXPECT_THAT(log, HasSubstr(line + "RCPT failed: 550"));
+  EXPECT_EQ(log.find(line), log.rfind(line)) << log;
   soci::session sql("postgresql", db);
   std::int64_t suppressed = 0;
   const std::string bounced = Site::email("p0", 1);
