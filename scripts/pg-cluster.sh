@@ -2,6 +2,8 @@
 # A private, throw-away PostgreSQL 15 cluster for tests, benchmarks and the quick start.
 #   scripts/pg-cluster.sh start DIR PORT   initdb (once) and start; prints the connection string
 #   scripts/pg-cluster.sh stop DIR
+# PG_DURABLE=1 starts it with PostgreSQL's default durability (fsync, synchronous_commit and
+# full_page_writes on), as the benchmarks' headline figures require.
 # PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user.
 set -euo pipefail
 cmd=${1:?start|stop}
@@ -24,8 +26,10 @@ case "$cmd" in
     else
       # fsync off: a test cluster trades crash safety for speed; the daemon's durability is
       # about its own crashes (kill -9), which PostgreSQL survives without fsync.
+      durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+      [ "${PG_DURABLE:-0}" = 1 ] && durability=""
       "${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=200" start >/dev/null
     fi
     "$bin/psql" -h 127.0.0.1 -p "$port" -U channeld -d postgres -tAc \
       "SELECT 1 FROM pg_database WHERE datname='channeld'" | grep -q 1 ||

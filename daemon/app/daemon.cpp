@@ -15,12 +15,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <thread>
 
 #include "api/http_server.hpp"
 #include "app/dispatcher.hpp"
 #include "app/claims.hpp"
+#include "app/journal.hpp"
 #include "app/planner.hpp"
 #include "app/snapshot.hpp"
 #include "catalog/catalog.hpp"
@@ -49,6 +51,10 @@ class SyslogPriorityFlag : public spdlog::custom_flag_formatter {
     return std::make_unique<SyslogPriorityFlag>();
   }
 };
+
+// SIGTERM to exit, at most: delivery.shutdown_grace plus this. The dispatcher gives up on the
+// database 3 s after the grace (Dispatcher::stop); the rest is for joining threads.
+constexpr std::chrono::milliseconds kExitAfterGrace{4500};
 
 SysTime system_now() {
   return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
@@ -106,13 +112,25 @@ class Daemon {
     for (const auto& p : problems) spdlog::warn("{}", p);
     announce_kits(nullptr);
     import_suppressions();
+    // Our own lock first, then what dead daemons left: recorded before anything is claimed, so
+    // a message they sent is never reclaimed and sent again. A database error here stops the
+    // start (exit 1, systemd restarts us) with the journals kept.
+    journal_ = std::make_unique<Journal>(config.paths.state, owner_);
+    const auto replayed = replay_dead_journals(
+        config.paths.state,
+        [this](const std::string& owner, const std::vector<store::Outcome>& outcomes) {
+          store_.record(owner, outcomes, system_now());
+        });
+    if (replayed > 0)
+      spdlog::info("recorded {} delivery outcomes from the journal of a stopped daemon", replayed);
     connector_ = make_connector(config);
     deliver::WebhookSettings webhook_settings;
     webhook_settings.allow =
         deliver::parse_allow_list(config.webhooks.allow, config.source_file + ": webhooks.allow");
     webhooks_ = deliver::make_webhook_connector(delivery_io_, std::move(webhook_settings));
     dispatcher_ = std::make_unique<Dispatcher>(delivery_io_, pool_, store_, snapshots_, *connector_,
-                                               webhooks_.get(), metrics_, system_now, owner_);
+                                               webhooks_.get(), metrics_, system_now, owner_,
+                                               *journal_);
   }
 
   ~Daemon() {
@@ -139,7 +157,9 @@ class Daemon {
     spdlog::info("channeld {} running as {}: {} kits, {} partners", CHANNELD_VERSION, owner_,
                  snapshot->kits.size(), snapshot->partners.partners.size());
     io_.run();
+    // The dispatcher has stopped; the SMTP connector keeps its loop alive on purpose.
     delivery_guard_.reset();
+    delivery_io_.stop();
     delivery_thread_.join();
     pool_.join();
     if (http_) http_->stop();
@@ -215,6 +235,10 @@ class Daemon {
     if (stopping_) return;
     stopping_ = true;
     sd_notify(0, "STOPPING=1");
+    arm_exit_deadline(snapshots_.get()->config.delivery.shutdown_grace + kExitAfterGrace);
+    // Signals, timers and the watcher are done with: without this the main loop would run out
+    // of work and return before the dispatcher has recorded and released what it holds.
+    stop_work_.emplace(io_.get_executor());
     scan_timer_.cancel();
     idle_timer_.cancel();
     if (watcher_) watcher_->stop();
@@ -222,12 +246,27 @@ class Daemon {
     // or released; the rest of the shutdown happens here, on the main loop.
     dispatcher_->stop(snapshots_.get()->config.delivery.shutdown_grace, [this] {
       asio::post(io_, [this] {
+        stop_work_.reset();
         signals_.cancel();
         watchdog_timer_.cancel();
         // Let catalog work already queued finish, then let io_.run() return.
         asio::post(catalog_strand_, [this] { asio::post(io_, [this] { io_.stop(); }); });
       });
     });
+  }
+
+  // The last resort of a bounded shutdown: whatever still blocks (a database call that hangs, a
+  // relay that never answers the end of DATA) cannot keep the process past `limit`. Verdicts are
+  // in the journal by then; a plain thread, since the loops may be the ones blocked.
+  static void arm_exit_deadline(std::chrono::milliseconds limit) {
+    std::thread([limit] {
+      std::this_thread::sleep_for(limit);
+      spdlog::error("not stopped {}ms after the signal; exiting now (outcomes not yet recorded "
+                    "are in the journal)",
+                    limit.count());
+      spdlog::default_logger()->flush();
+      std::_Exit(1);
+    }).detach();
   }
 
   void start_watchdog() {
@@ -448,12 +487,14 @@ class Daemon {
   Planner planner_;
   std::string owner_;
   std::string link_secret_;  // from the database; used when the config names no secret file
+  std::unique_ptr<Journal> journal_;
   std::unique_ptr<deliver::EmailConnector> connector_;
   std::unique_ptr<deliver::WebhookConnector> webhooks_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<catalog::FolderWatcher> watcher_;
   std::unique_ptr<api::HttpServer> http_;
   bool stopping_ = false;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> stop_work_;
   bool planned_once_ = false;
   std::map<std::string, std::string> done_kits_;  // kit id -> digest marked done (catalog strand)
 };

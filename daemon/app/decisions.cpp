@@ -82,6 +82,10 @@ store::Outcome outcome_of_send(std::int64_t id, deliver::Verdict verdict, const 
     case Verdict::hard_bounce:
       o.kind = OutcomeKind::bounced;
       break;
+    case Verdict::unsent:  // the lease ran short before the send could start
+      o.kind = OutcomeKind::deferred;
+      o.retry_at = now;
+      break;
   }
   return o;
 }

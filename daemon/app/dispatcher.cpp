@@ -29,7 +29,20 @@ constexpr auto kFlushDelay = std::chrono::milliseconds(100);
 constexpr std::size_t kFlushSize = 500;
 // With nothing due, look for new rows (from a planner in another daemon) this often.
 constexpr auto kIdlePoll = std::chrono::seconds(1);
-constexpr auto kStoreRetry = std::chrono::seconds(2);
+// Store errors: the first retry after about kStoreRetryFirst, doubling to kStoreRetryMax, and one
+// log line per kErrorLogInterval with how many failures it stands for.
+constexpr auto kStoreRetryFirst = std::chrono::milliseconds(250);
+constexpr auto kStoreRetryMax = std::chrono::seconds(30);
+constexpr auto kErrorLogInterval = std::chrono::seconds(30);
+// How long after the shutdown grace a stopping dispatcher keeps trying to record verdicts
+// before leaving them in the journal: the process must be gone by grace + 5 s.
+constexpr auto kStopRecordTime = std::chrono::seconds(3);
+// The time a verdict may take from the end of its transfer to the store, kept free at the end
+// of a lease: the next flush, and a commit.
+constexpr auto kRecordMargin = std::chrono::seconds(1);
+// Sends handed to the connector beyond those it works on: enough to keep every connection busy
+// between completions, few enough that pacing and deadlines stay in the dispatcher's hands.
+constexpr std::size_t kQueuedPerConnection = 1;
 
 Contact contact_from_json(const std::string& text) {
   auto j = nlohmann::json::parse(text);
@@ -40,6 +53,17 @@ Contact contact_from_json(const std::string& text) {
   c.company = j.value("company", "");
   if (j.contains("extra")) c.extra = j.at("extra").get<std::map<std::string, std::string>>();
   return c;
+}
+
+// One line per message that ends without reaching its recipient, so an operator can tell why
+// from the log alone (and grep it by kit, partner or address).
+void log_final_failure(const store::Outcome& o, const std::string& kit, const std::string& step,
+                       const std::string& partner, const std::string& recipient) {
+  const char* what = o.kind == store::OutcomeKind::bounced   ? "bounced"
+                     : o.kind == store::OutcomeKind::expired ? "expired"
+                                                             : "failed";
+  spdlog::warn("message {}: kit {} step {} partner {} recipient {}: {}", what, kit, step, partner,
+               recipient, o.detail);
 }
 
 std::string_view state_label(store::OutcomeKind kind) {
@@ -67,7 +91,7 @@ std::string_view state_label(store::OutcomeKind kind) {
 Dispatcher::Dispatcher(asio::io_context& io, asio::thread_pool& db_pool, store::Store& store,
                        SnapshotHolder& snapshots, deliver::EmailConnector& connector,
                        deliver::WebhookConnector* webhooks, metrics::Registry& metrics, Clock clock,
-                       std::string owner)
+                       std::string owner, Journal& journal)
     : io_(io),
       db_pool_(db_pool),
       store_(store),
@@ -77,14 +101,34 @@ Dispatcher::Dispatcher(asio::io_context& io, asio::thread_pool& db_pool, store::
       metrics_(metrics),
       clock_(std::move(clock)),
       owner_(std::move(owner)),
+      journal_(journal),
       limits_(0, 0, 0),
       claim_timer_(io),
       pace_timer_(io),
       flush_timer_(io),
-      grace_timer_(io) {
+      grace_timer_(io),
+      give_up_timer_(io),
+      claim_backoff_(kStoreRetryFirst, kStoreRetryMax),
+      flush_backoff_(kStoreRetryFirst, kStoreRetryMax),
+      claim_errors_(kErrorLogInterval),
+      flush_errors_(kErrorLogInterval),
+      random_state_(std::hash<std::string>{}(owner_) | 1) {
   const Config& config = snapshots_.get()->config;
   batch_size_ = static_cast<std::size_t>(config.delivery.batch_size);
   lease_ = config.delivery.lease;
+  transfer_timeout_ = config.smtp.timeout;
+  if (lease_ <= transfer_timeout_ + kRecordMargin) {
+    spdlog::warn(
+        "delivery.lease ({}s) leaves no time to send: a send may take smtp.timeout ({}s) and "
+        "must end before the lease does; messages will go back to the queue unsent",
+        lease_.count(), transfer_timeout_.count());
+  }
+  // Every final state is exported from the start, at zero, so an alert on failures needs no
+  // failure to have happened first.
+  for (auto kind :
+       {store::OutcomeKind::sent, store::OutcomeKind::failed, store::OutcomeKind::bounced,
+        store::OutcomeKind::expired, store::OutcomeKind::suppressed})
+    metrics_.add("messages_total", metrics::label_set({{"state", state_label(kind)}}), 0);
   policy_ = RetryPolicy{config.delivery.max_attempts, config.delivery.backoff_base,
                         config.delivery.backoff_max};
   limits_ =
@@ -99,6 +143,7 @@ void Dispatcher::start() {
 void Dispatcher::poke() {
   asio::post(io_, [this] {
     last_claim_empty_ = false;
+    update_idle();
     claim_timer_.cancel();
     claim();
   });
@@ -107,25 +152,37 @@ void Dispatcher::poke() {
 void Dispatcher::claim() {
   if (stopping_ || claiming_ || in_hand_ >= kInHandBatches * batch_size_) return;
   claiming_ = true;
+  update_idle();
   asio::post(db_pool_, [this] {
     const SysTime now = clock_();
-    // Keep a quarter of the lease in hand for the send itself and the recording of its verdict.
-    const auto send_by = std::chrono::steady_clock::now() + lease_ - lease_ / 4;
+    // Taken before the claim, so the lease ends no earlier than assumed: a send that starts by
+    // the deadline ends, timeout included, with a margin to record its verdict before it does.
+    const auto deadline =
+        std::chrono::steady_clock::now() + lease_ - transfer_timeout_ - kRecordMargin;
     try {
       auto rows = store_.claim(owner_, batch_size_, now, lease_);
       Prepared prepared = prepare(std::move(rows), now);
-      for (auto& ready : prepared.ready) ready.send_by = send_by;
+      for (auto& ready : prepared.ready) ready.email.deadline = deadline;
       asio::post(io_, [this, p = std::move(prepared)]() mutable { on_claimed(std::move(p)); });
     } catch (const std::exception& e) {
-      spdlog::error("claiming due messages failed: {}; retrying in {}s", e.what(),
-                    kStoreRetry.count());
-      asio::post(io_, [this] {
+      asio::post(io_, [this, error = std::string(e.what())] {
         claiming_ = false;
-        claim_timer_.expires_after(kStoreRetry);
+        const auto wait = claim_backoff_.next(draw());
+        if (auto count = claim_errors_.occurred(std::chrono::steady_clock::now())) {
+          spdlog::error(
+              "claiming due messages failed ({} times since last said): {}; next try in {}ms",
+              *count, error, wait.count());
+        }
+        update_idle();
+        if (stopping_) {
+          check_stopped();
+          return;
+        }
+        claim_timer_.expires_after(wait);
         claim_timer_.async_wait([this](boost::system::error_code ec) {
-          if (!ec) claim();
+          if (ec == asio::error::operation_aborted) return;
+          claim();
         });
-        check_stopped();
       });
     }
   });
@@ -146,6 +203,9 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
     if (row.reclaimed) ++out.reclaimed;
     Decision decision = decide(row, *snapshot, now, policy_);
     if (decision.settle) {
+      if (decision.settle->kind == OutcomeKind::expired ||
+          decision.settle->kind == OutcomeKind::failed)
+        log_final_failure(*decision.settle, row.kit_id, row.step_id, row.partner_id, row.email);
       out.settled.push_back(std::move(*decision.settle));
       continue;
     }
@@ -160,6 +220,8 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
         if (!partner->webhook || webhooks_ == nullptr) {
           out.settled.push_back(make_outcome(row.id, OutcomeKind::failed,
                                              "partner has no [webhook] url to send it to"));
+          log_final_failure(out.settled.back(), row.kit_id, row.step_id, row.partner_id,
+                            row.email);
           continue;
         }
         auto [disabled, fresh_lookup] = endpoint_disabled.try_emplace(partner, false);
@@ -177,14 +239,19 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
           out.settled.push_back(make_outcome(
               row.id, OutcomeKind::failed,
               "webhook endpoint is disabled (channeld webhooks status; replay to send again)"));
+          log_final_failure(out.settled.back(), row.kit_id, row.step_id, row.partner_id,
+                            row.email);
           continue;
         }
         Ready ready;
         ready.email.id = row.id;
         ready.email.partner_id = row.partner_id;
+        ready.email.recipient = row.email;
         ready.domain = partner->webhook->url;  // the per-domain bucket paces one endpoint
         ready.attempts = row.attempts;
         ready.rendered_version = kit->kit.version;
+        ready.kit_id = row.kit_id;
+        ready.step_id = row.step_id;
         ready.webhook_url = partner->webhook->url;
         ready.webhook = deliver::WebhookRequest{
             row.id, partner->webhook->url, deliver::webhook_id(row.idempotency_key),
@@ -209,12 +276,15 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
       ready.attempts = row.attempts;
       ready.rendered_version = kit->kit.version;
       ready.message_id = std::move(message.message_id);
+      ready.kit_id = row.kit_id;
+      ready.step_id = row.step_id;
       out.ready.push_back(std::move(ready));
     } catch (const std::exception& e) {
       // Validation renders every template for every partner, so this is a contact whose row
       // breaks a template: a permanent failure for this message only.
       out.settled.push_back(
           make_outcome(row.id, OutcomeKind::failed, std::string("cannot render: ") + e.what()));
+      log_final_failure(out.settled.back(), row.kit_id, row.step_id, row.partner_id, row.email);
     }
   }
   return out;
@@ -222,6 +292,9 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
 
 void Dispatcher::on_claimed(Prepared prepared) {
   claiming_ = false;
+  claim_backoff_.reset();
+  if (auto unsaid = claim_errors_.clear(); unsaid > 0)
+    spdlog::info("claiming works again ({} failures not logged)", unsaid);
   in_hand_ += prepared.claimed;
   last_claim_empty_ = prepared.claimed == 0;
   if (prepared.reclaimed > 0) {
@@ -236,18 +309,21 @@ void Dispatcher::on_claimed(Prepared prepared) {
     // Leased rows we will not send: release() at the end of stop() returns them unchanged.
     in_hand_ -= prepared.ready.size();
     for (auto& o : prepared.settled) settle(std::move(o));
+    update_idle();
     check_stopped();
     return;
   }
   for (auto& o : prepared.settled) settle(std::move(o));
   for (auto& r : prepared.ready) ready_.push_back(std::move(r));
+  update_idle();
   pump();
   if (prepared.claimed == batch_size_) {
     claim();
   } else {
     claim_timer_.expires_after(kIdlePoll);
     claim_timer_.async_wait([this](boost::system::error_code ec) {
-      if (!ec) claim();
+      if (ec == asio::error::operation_aborted) return;
+      claim();
     });
   }
 }
@@ -255,8 +331,9 @@ void Dispatcher::on_claimed(Prepared prepared) {
 void Dispatcher::pump() {
   const auto now = deliver::TokenBucket::Clock::now();
   auto shortest_wait = deliver::TokenBucket::Clock::duration::max();
-  for (auto it = ready_.begin(); it != ready_.end();) {
-    if (now > it->send_by) {
+  const std::size_t room = connector_.parallelism() * (1 + kQueuedPerConnection);
+  for (auto it = ready_.begin(); it != ready_.end() && connector_.in_flight() < room;) {
+    if (now > it->email.deadline) {
       auto o = make_outcome(it->email.id, store::OutcomeKind::deferred,
                             "lease nearly expired before sending; returned to the queue");
       o.retry_at = clock_();
@@ -285,16 +362,20 @@ void Dispatcher::pump() {
     auto email = std::move(ready.email);
     ready.email.id = email.id;
     ready.email.partner_id = email.partner_id;
+    ready.email.recipient = email.recipient;
     connector_.send(std::move(email), [this, r = std::move(ready)](deliver::SendResult result) {
       on_sent(r, result);
     });
   }
-  if (!ready_.empty() && !pace_armed_) {
+  // A full connector calls pump() again on its next completion; only pacing needs the timer.
+  if (!ready_.empty() && !pace_armed_ &&
+      shortest_wait != deliver::TokenBucket::Clock::duration::max()) {
     pace_armed_ = true;
     pace_timer_.expires_after(shortest_wait);
-    pace_timer_.async_wait([this](boost::system::error_code) {
+    pace_timer_.async_wait([this](boost::system::error_code ec) {
       pace_armed_ = false;
-      if (!stopping_) pump();
+      if (ec == asio::error::operation_aborted || stopping_) return;
+      pump();
     });
   }
 }
@@ -307,7 +388,17 @@ void Dispatcher::on_sent(const Ready& ready, const deliver::SendResult& result) 
     o.message_id = ready.message_id;
     o.rendered_version = ready.rendered_version;
   }
+  if (result.verdict != deliver::Verdict::unsent) {
+    // Before this connection starts its next message (the connector calls us first): after
+    // kill -9, a restart replays this line instead of sending the message again.
+    if (auto error = journal_.append(o); !error.empty())
+      spdlog::error("delivery journal: {}; a crash now could re-send this message", error);
+  }
+  if (o.kind == store::OutcomeKind::failed || o.kind == store::OutcomeKind::bounced)
+    log_final_failure(o, ready.kit_id, ready.step_id, ready.email.partner_id,
+                      ready.email.recipient);
   settle(std::move(o));
+  if (!stopping_) pump();
   check_stopped();
 }
 
@@ -321,6 +412,9 @@ void Dispatcher::on_webhook_answered(const Ready& ready, const deliver::WebhookR
   WebhookSettlement s = settle_webhook(ready.email.id, result, ready.attempts, now, jitter);
   if (s.outcome.kind == store::OutcomeKind::sent)
     s.outcome.rendered_version = ready.rendered_version;
+  // As for email: after kill -9 a restart replays this line instead of posting again.
+  if (auto error = journal_.append(s.outcome); !error.empty())
+    spdlog::error("delivery journal: {}; a crash now could re-send this message", error);
   if (s.disable_reason) {
     spdlog::error(
         "partner {}: webhook endpoint {} disabled: {}; nothing more is sent to it until "
@@ -339,7 +433,11 @@ void Dispatcher::on_webhook_answered(const Ready& ready, const deliver::WebhookR
       }
     });
   }
+  if (s.outcome.kind == store::OutcomeKind::failed)
+    log_final_failure(s.outcome, ready.kit_id, ready.step_id, ready.email.partner_id,
+                      ready.email.recipient);
   settle(std::move(s.outcome));
+  if (!stopping_) pump();
   check_stopped();
 }
 
@@ -358,56 +456,81 @@ void Dispatcher::settle(store::Outcome o) {
 // a verdict left behind would keep its row leased until the lease expired, and then be sent
 // again by whoever reclaims it.
 void Dispatcher::schedule_flush() {
-  if (outcomes_.empty()) return;
-  if (outcomes_.size() >= kFlushSize) {
+  if (outcomes_.empty() || gave_up_) return;
+  if (outcomes_.size() >= kFlushSize && flush_backoff_.failures() == 0) {
     flush();
   } else if (!flush_armed_) {
     flush_armed_ = true;
     flush_timer_.expires_after(kFlushDelay);
-    flush_timer_.async_wait([this](boost::system::error_code) {
+    flush_timer_.async_wait([this](boost::system::error_code ec) {
       flush_armed_ = false;
+      if (ec == asio::error::operation_aborted) return;
       flush();
     });
   }
 }
 
 void Dispatcher::flush() {
-  if (recording_ || outcomes_.empty()) return;
+  if (recording_ || outcomes_.empty() || gave_up_) return;
   recording_ = true;
   std::vector<store::Outcome> batch;
   batch.swap(outcomes_);
-  asio::post(db_pool_, [this, b = std::move(batch)]() mutable {
-    bool ok = true;
+  // The batch holds every verdict not yet recorded (a failed batch is put back whole), so once
+  // it is in the store every journal line before this cut is too.
+  const std::uint64_t mark = journal_.cut();
+  asio::post(db_pool_, [this, b = std::move(batch), mark]() mutable {
+    std::string error;
     try {
       store_.record(owner_, b, clock_());
     } catch (const std::exception& e) {
-      spdlog::error("recording {} delivery outcomes failed: {}; will retry", b.size(), e.what());
-      ok = false;
+      error = e.what();
     }
-    asio::post(io_, [this, b = std::move(b), ok]() mutable { on_recorded(std::move(b), ok); });
+    asio::post(io_, [this, b = std::move(b), mark, error = std::move(error)]() mutable {
+      if (!error.empty()) {
+        if (auto count = flush_errors_.occurred(std::chrono::steady_clock::now()))
+          spdlog::error(
+              "recording {} delivery outcomes failed ({} times since last said): {}; "
+              "they are kept in the journal and retried",
+              b.size(), *count, error);
+      }
+      on_recorded(std::move(b), mark, error.empty());
+    });
   });
 }
 
-void Dispatcher::on_recorded(std::vector<store::Outcome> batch, bool ok) {
+void Dispatcher::on_recorded(std::vector<store::Outcome> batch, std::uint64_t mark, bool ok) {
   recording_ = false;
   if (!ok) {
-    // Never forget a verdict: put it back and try again shortly.
+    // Never forget a verdict: put it back and try again after a backoff.
     batch.insert(batch.end(), std::make_move_iterator(outcomes_.begin()),
                  std::make_move_iterator(outcomes_.end()));
     outcomes_.swap(batch);
-    flush_armed_ = true;
-    flush_timer_.expires_after(kStoreRetry);
-    flush_timer_.async_wait([this](boost::system::error_code) {
-      flush_armed_ = false;
-      flush();
-    });
+    retry_flush();
+    check_stopped();
     return;
   }
+  journal_.recorded(mark);
+  flush_backoff_.reset();
+  if (auto unsaid = flush_errors_.clear(); unsaid > 0)
+    spdlog::info("recording outcomes works again ({} failures not logged)", unsaid);
   in_hand_ -= batch.size();
+  update_idle();
   // Verdicts that arrived while this batch was being written wait for the next flush.
   schedule_flush();
   claim();
   check_stopped();
+}
+
+void Dispatcher::retry_flush() {
+  if (gave_up_) return;
+  flush_timer_.cancel();
+  flush_armed_ = true;
+  flush_timer_.expires_after(flush_backoff_.next(draw()));
+  flush_timer_.async_wait([this](boost::system::error_code ec) {
+    flush_armed_ = false;
+    if (ec == asio::error::operation_aborted) return;
+    flush();
+  });
 }
 
 void Dispatcher::stop(std::chrono::seconds grace, std::function<void()> done) {
@@ -422,12 +545,25 @@ void Dispatcher::stop(std::chrono::seconds grace, std::function<void()> done) {
     ready_.clear();
     grace_timer_.expires_after(grace);
     grace_timer_.async_wait([this](boost::system::error_code ec) {
-      if (ec || in_flight() == 0) return;
+      if (ec == asio::error::operation_aborted || in_flight() == 0) return;
       spdlog::warn("{} messages still in flight after the shutdown grace period; cancelling",
                    in_flight());
       connector_.cancel_all();
       if (webhooks_ != nullptr) webhooks_->cancel_all();
     });
+    give_up_timer_.expires_after(grace + kStopRecordTime);
+    give_up_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec == asio::error::operation_aborted || released_) return;
+      gave_up_ = true;
+      spdlog::error(
+          "stopping: {} delivery outcomes could not be recorded (the database is unreachable); "
+          "they stay in the journal in paths.state and are recorded at the next start",
+          outcomes_.size() + (recording_ ? 1 : 0));
+      finish_stop();
+    });
+    // Verdicts waiting for a retry are tried once more now.
+    flush_timer_.cancel();
+    flush_armed_ = false;
     flush();
     check_stopped();
   });
@@ -436,12 +572,13 @@ void Dispatcher::stop(std::chrono::seconds grace, std::function<void()> done) {
 void Dispatcher::check_stopped() {
   if (!stopping_ || released_ || claiming_ || recording_ || in_flight() > 0) return;
   if (!outcomes_.empty()) {
-    flush();
+    if (!flush_armed_) flush();
     return;
   }
   released_ = true;
   grace_timer_.cancel();
   flush_timer_.cancel();
+  give_up_timer_.cancel();
   asio::post(db_pool_, [this] {
     try {
       auto n = store_.release(owner_);
@@ -450,10 +587,32 @@ void Dispatcher::check_stopped() {
       spdlog::error("releasing leased messages failed ({}); their lease expires in {}s", e.what(),
                     lease_.count());
     }
-    asio::post(io_, [this] {
-      if (on_stopped_) on_stopped_();
-    });
+    asio::post(io_, [this] { finish_stop(); });
   });
+}
+
+// Once, whichever comes first: everything recorded and released, or the give-up time.
+void Dispatcher::finish_stop() {
+  grace_timer_.cancel();
+  flush_timer_.cancel();
+  give_up_timer_.cancel();
+  if (on_stopped_) {
+    auto done = std::move(on_stopped_);
+    on_stopped_ = nullptr;
+    done();
+  }
+}
+
+void Dispatcher::update_idle() {
+  idle_.store(!claiming_ && in_hand_ == 0 && last_claim_empty_, std::memory_order_release);
+}
+
+// xorshift64: jitter needs no quality, only spread between daemons and tries.
+double Dispatcher::draw() {
+  random_state_ ^= random_state_ << 13;
+  random_state_ ^= random_state_ >> 7;
+  random_state_ ^= random_state_ << 17;
+  return static_cast<double>(random_state_ >> 11) / static_cast<double>(1ULL << 53);
 }
 
 }  // namespace channeld::app

@@ -4,15 +4,20 @@
 // server said 250 (or the endpoint 2xx), and a row it leased is either recorded or released,
 // never forgotten.
 //
-// Threads: all member state is owned by the io_context thread (the one driving the connector).
-// Store calls and rendering run on the database pool and post their results back, so the I/O
-// thread never blocks on PostgreSQL.
+// Every send verdict is appended to the Journal before the connection that produced it takes
+// its next message, then written to the store in batches; a batch that cannot be written stays
+// in the journal, which the next start replays (app/journal.hpp). Store errors back off
+// exponentially with jitter and are logged once per interval with a count.
+//
+// Threads: all member state is owned by the io_context thread (the one driving the connector),
+// except idle(), which any thread may ask. Store calls and rendering run on the database pool
+// and post their results back, so the I/O thread never blocks on PostgreSQL.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
-
 #include <deque>
 #include <functional>
 #include <optional>
@@ -20,7 +25,9 @@
 #include <vector>
 
 #include "app/decisions.hpp"
+#include "app/journal.hpp"
 #include "app/snapshot.hpp"
+#include "deliver/backoff.hpp"
 #include "deliver/connector.hpp"
 #include "deliver/rate_limit.hpp"
 #include "deliver/webhook_connector.hpp"
@@ -36,16 +43,18 @@ class Dispatcher {
   Dispatcher(boost::asio::io_context& io, boost::asio::thread_pool& db_pool, store::Store& store,
              SnapshotHolder& snapshots, deliver::EmailConnector& connector,
              deliver::WebhookConnector* webhooks, metrics::Registry& metrics, Clock clock,
-             std::string owner);
+             std::string owner, Journal& journal);
 
   void start();
   // New rows may be due (the planner queued some): claim now instead of at the next poll.
   void poke();
-  // Stops claiming, lets in-flight sends finish (cancelling them after `grace`), records every
-  // verdict, releases rows it still holds, then calls `done`. Safe to call once.
+  // Stops claiming at once, lets in-flight sends finish (cancelling them after `grace`),
+  // records every verdict, releases rows it still holds, then calls `done`. With the store away
+  // it gives up recording `kStopRecordTime` after the grace period: the verdicts stay in the
+  // journal for the next start, the unsent rows' leases expire. Safe to call once.
   void stop(std::chrono::seconds grace, std::function<void()> done);
-  // Nothing leased and nothing in flight, and the last claim found no due row.
-  bool idle() const { return !claiming_ && in_hand_ == 0 && last_claim_empty_; }
+  // Nothing leased and nothing in flight, and the last claim found no due row. Any thread.
+  bool idle() const { return idle_.load(std::memory_order_acquire); }
 
  private:
   // A leased row, rendered and ready for the connector.
@@ -55,13 +64,14 @@ class Dispatcher {
     int attempts = 0;
     int rendered_version = 0;
     std::string message_id;
+    std::string kit_id;  // for the log line of a message that fails
+    std::string step_id;
     // Webhook steps: the request for the webhook connector instead of `email` (of which only
-    // id and partner_id are set), and the endpoint, to disable it if it is gone.
+    // id, partner_id and deadline are used), and the endpoint, to disable it if it is gone.
     std::optional<deliver::WebhookRequest> webhook;
     std::string webhook_url;
-    // Past this, another daemon may already have reclaimed the row: sending would risk a
-    // duplicate, so the row goes back to the queue unsent instead.
-    std::chrono::steady_clock::time_point send_by;
+    // email.deadline: the latest start that still ends, transfer timeout included, before the
+    // lease does; past it another daemon may reclaim the row, so it goes back unsent.
   };
   struct Prepared {
     std::vector<Ready> ready;
@@ -76,25 +86,32 @@ class Dispatcher {
   void pump();
   void on_sent(const Ready& ready, const deliver::SendResult& result);
   void on_webhook_answered(const Ready& ready, const deliver::WebhookResult& result);
+  // Email and webhook requests handed to a connector and not yet answered.
   std::size_t in_flight() const;
   void settle(store::Outcome outcome);
   void schedule_flush();
   void flush();
-  void on_recorded(std::vector<store::Outcome> batch, bool ok);
+  void on_recorded(std::vector<store::Outcome> batch, std::uint64_t mark, bool ok);
+  void retry_flush();
   void check_stopped();
+  void finish_stop();
+  void update_idle();
+  double draw();
 
   boost::asio::io_context& io_;
   boost::asio::thread_pool& db_pool_;
   store::Store& store_;
   SnapshotHolder& snapshots_;
   deliver::EmailConnector& connector_;
-  deliver::WebhookConnector* webhooks_;  // null: webhook steps fail (nothing to send them with)
+  deliver::WebhookConnector* webhooks_;  // null: no webhook steps are sent
   metrics::Registry& metrics_;
   Clock clock_;
   std::string owner_;
+  Journal& journal_;
 
   std::size_t batch_size_;
   std::chrono::seconds lease_;
+  std::chrono::seconds transfer_timeout_;  // smtp.timeout: how long a started send may take
   RetryPolicy policy_;
   deliver::RateLimits limits_;
 
@@ -102,6 +119,12 @@ class Dispatcher {
   boost::asio::steady_timer pace_timer_;
   boost::asio::steady_timer flush_timer_;
   boost::asio::steady_timer grace_timer_;
+  boost::asio::steady_timer give_up_timer_;
+  deliver::Backoff claim_backoff_;
+  deliver::Backoff flush_backoff_;
+  deliver::LogThrottle claim_errors_;
+  deliver::LogThrottle flush_errors_;
+  std::uint64_t random_state_;
   bool claiming_ = false;
   bool last_claim_empty_ = false;
   bool pace_armed_ = false;
@@ -109,6 +132,8 @@ class Dispatcher {
   bool recording_ = false;
   bool stopping_ = false;
   bool released_ = false;
+  bool gave_up_ = false;  // stopping, and the store stayed away: verdicts stay in the journal
+  std::atomic<bool> idle_{false};
   std::size_t in_hand_ = 0;  // leased by us and not yet recorded
   std::deque<Ready> ready_;
   std::vector<store::Outcome> outcomes_;  // verdicts waiting to be recorded

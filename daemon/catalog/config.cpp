@@ -141,11 +141,12 @@ void read_paths(TomlTable& root, const std::string& base, Config& config) {
   p.templates = "/etc/channeld/templates";
   p.partners = "/var/lib/channeld/partners";
   p.claims = "/var/lib/channeld/claims";
+  p.state = "/var/lib/channeld/state";  // systemd's StateDirectory=channeld/state
   if (auto t = root.table("paths")) {
     for (auto [key, out] :
          {std::pair{"campaigns", &p.campaigns}, std::pair{"templates", &p.templates},
           std::pair{"partners", &p.partners}, std::pair{"claims", &p.claims},
-          std::pair{"outbox", &p.outbox}}) {
+          std::pair{"outbox", &p.outbox}, std::pair{"state", &p.state}}) {
       if (auto value = t->string(key)) {
         if (value->empty() && out != &p.outbox) throw t->error(key, "must not be empty");
         *out = *value;
@@ -153,7 +154,8 @@ void read_paths(TomlTable& root, const std::string& base, Config& config) {
     }
     t->refuse_unknown_keys();
   }
-  for (std::string* path : {&p.campaigns, &p.templates, &p.partners, &p.claims, &p.outbox}) {
+  for (std::string* path :
+       {&p.campaigns, &p.templates, &p.partners, &p.claims, &p.outbox, &p.state}) {
     *path = detail::resolve_path(base, *path);
   }
 }
@@ -269,6 +271,13 @@ void read_delivery(TomlTable& root, Config& config) {
   read_positive_duration(*t, "shutdown_grace", d.shutdown_grace, /*zero_allowed=*/true);
   if (d.backoff_max < d.backoff_base) {
     throw t->error("backoff_max", "must not be shorter than delivery.backoff_base");
+  }
+  // A message only starts while its lease has more than the longest transfer plus a second to
+  // record the verdict left (app/dispatcher): a shorter lease could never send anything.
+  if (d.lease <= config.smtp.timeout + std::chrono::seconds(1)) {
+    throw t->error("lease", "must be longer than smtp.timeout plus 1s (" +
+                                std::to_string(config.smtp.timeout.count()) + "s): a send must end "
+                                "before the lease does");
   }
   t->refuse_unknown_keys();
 }

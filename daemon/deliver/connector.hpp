@@ -10,7 +10,6 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -22,20 +21,23 @@
 namespace channeld::deliver {
 
 struct OutgoingEmail {
-  std::int64_t id = 0;         // outbox row id, echoed in the result
+  std::int64_t id = 0;  // outbox row id, echoed in the result
   std::string envelope_from;
   std::string recipient;
-  std::string partner_id;      // for the outbox-folder layout
-  std::string file_stem;       // for the outbox-folder layout: "<kit>-<step>-<email>"
-  std::string mime;            // complete message, CRLF line ends
-  std::string html;            // optional: written beside the .eml by the folder connector
+  std::string partner_id;  // for the outbox-folder layout
+  std::string file_stem;   // for the outbox-folder layout: "<kit>-<step>-<email>"
+  std::string mime;        // complete message, CRLF line ends
+  std::string html;        // optional: written beside the .eml by the folder connector
+  // A send that has not started by then is returned unsent (Verdict::unsent) instead: past it,
+  // the row's lease may have ended and another daemon may send it too.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
 struct SendResult {
   std::int64_t id = 0;
   Verdict verdict = Verdict::sent;
-  long server_code = 0;        // SMTP reply code, 0 if none
-  std::string detail;          // server reply or curl error text
+  long server_code = 0;  // SMTP reply code, 0 if none
+  std::string detail;    // server reply or curl error text
   std::chrono::microseconds latency{0};
 };
 
@@ -47,6 +49,9 @@ class EmailConnector {
   virtual void send(OutgoingEmail email, Done done) = 0;
   // Messages sent and not yet reported through `done`.
   virtual std::size_t in_flight() const = 0;
+  // How many messages it works on at once. Callers keep about this many queued beyond it, no
+  // more: a message waiting inside a connector cannot be paced, released or re-checked.
+  virtual std::size_t parallelism() const = 0;
   // Aborts every transfer still running; each one's `done` gets Verdict::retry, from inside
   // cancel_all().
   virtual void cancel_all() = 0;
@@ -56,30 +61,41 @@ class EmailConnector {
 };
 
 struct SmtpSettings {
-  std::string url;            // smtp://host:port (STARTTLS when offered) or smtps://host:port
+  std::string url;  // smtp://host:port (STARTTLS when offered) or smtps://host:port
   std::string username;
-  std::string password;       // read from smtp.password_file by the caller; never logged
-  int max_connections = 16;   // transfers at once; connections are reused between messages
+  std::string password;      // read from smtp.password_file by the caller; never logged
+  int max_connections = 16;  // transfers at once; connections are reused between messages
   std::chrono::seconds timeout{60};
-  bool require_tls = false;   // smtp:// with a username: refuse to send AUTH in clear
+  bool require_tls = false;  // smtp:// with a username: refuse to send AUTH in clear
 };
 
-// SMTP through libcurl's multi-socket API, driven by the io_context (no thread per message).
-// At most max_connections transfers run at once, each on a connection kept open and reused for
-// the next message; sends beyond that wait in order. Throws std::runtime_error if libcurl cannot
-// be set up as asked (a start-up error).
-// One libcurl limitation shapes where this runs: its SMTP "done" phase waits for the reply to
-// the final "." by blocking (curl issue #8555, "More non-blocking" in curl's TODO), so each
-// message holds the io_context thread until the relay answers, bounded by `timeout`. Give the
-// SMTP connector an io_context and thread of its own, so a slow relay cannot stall the rest.
+// SMTP with max_connections conversations really at once, whatever the relay's latency: one
+// delivery thread per connection, each with its own io_context and a single-connection curl
+// multi handle (make_curl_multi_smtp_connector below). Sends are routed to an idle connection
+// and their completions posted back to `io`; sends beyond max_connections wait in order, and
+// each one's deadline is checked when its transfer starts. Connections are reused between
+// messages; one the relay dropped while idle, or a 421, is retried once on a fresh connection.
+// Why threads rather than one multi handle: docs/architecture.md. Throws std::runtime_error if
+// libcurl cannot be set up as asked (a start-up error). It keeps `io` from running out of work
+// for as long as it exists (completions arrive from other threads), so stop `io` or destroy
+// the connector to end io.run(). The threads are joined on destruction, which waits for a
+// transfer blocked on its end-of-DATA reply (bounded by `timeout`).
 std::unique_ptr<EmailConnector> make_smtp_connector(boost::asio::io_context& io,
                                                     SmtpSettings settings);
+
+// SMTP through libcurl's multi-socket API, driven by `io` (no thread per message). At most
+// max_connections transfers, each on a connection kept open and reused; sends beyond that wait
+// in order. One libcurl limitation makes this serial at the relay's pace: its SMTP "done" phase
+// waits for the reply to the final "." by blocking (curl issue #8555, "More non-blocking" in
+// curl's TODO), so each message holds the io_context thread until the relay answers. Used with
+// max_connections = 1 by make_smtp_connector, and by the bench as the bare libcurl baseline.
+std::unique_ptr<EmailConnector> make_curl_multi_smtp_connector(boost::asio::io_context& io,
+                                                               SmtpSettings settings);
 
 // Writes each message as <dir>/<partner_id>/<file_stem>.eml (and .html) instead of sending:
 // the `paths.outbox` mode, for previews and the quick start. Files are written inside send()
 // (blocking the io_context briefly), through a temporary name and a rename; the result is
 // posted. A file error is Verdict::retry.
-std::unique_ptr<EmailConnector> make_folder_connector(boost::asio::io_context& io,
-                                                      std::string dir);
+std::unique_ptr<EmailConnector> make_folder_connector(boost::asio::io_context& io, std::string dir);
 
 }  // namespace channeld::deliver

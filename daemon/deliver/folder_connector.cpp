@@ -66,14 +66,16 @@ class FolderConnector final : public EmailConnector {
     SendResult result = write(email);
     ++*pending_;
     // Completion is posted even though the work is done, so `done` never runs inside send().
-    boost::asio::post(io_, [pending = pending_, done = std::move(done),
-                            result = std::move(result)]() mutable {
-      --*pending;
-      done(std::move(result));
-    });
+    boost::asio::post(
+        io_, [pending = pending_, done = std::move(done), result = std::move(result)]() mutable {
+          --*pending;
+          done(std::move(result));
+        });
   }
 
   std::size_t in_flight() const override { return *pending_; }
+  // Each send is done inside send(); this only bounds how many results wait to be posted.
+  std::size_t parallelism() const override { return 64; }
 
   // Files are written inside send(); nothing is ever running to abort, and the posted results
   // are true (the files exist), so they are delivered as they are.
@@ -85,6 +87,11 @@ class FolderConnector final : public EmailConnector {
     SendResult result;
     result.id = email.id;
     auto started = std::chrono::steady_clock::now();
+    if (started > email.deadline) {
+      result.verdict = Verdict::unsent;
+      result.detail = "not started: its deadline passed while it waited";
+      return result;
+    }
     if (!plain_name(email.partner_id) || email.file_stem.empty()) {
       result.verdict = Verdict::failed;
       result.detail = "no usable file name for partner '" + email.partner_id + "' and stem '" +
@@ -98,7 +105,8 @@ class FolderConnector final : public EmailConnector {
     std::optional<std::string> error;
     if (ec) error = "cannot create " + folder.string() + ": " + ec.message();
     // The .eml goes last: once it is there, its .html is too.
-    if (!error && !email.html.empty()) error = write_atomically(folder / (name + ".html"), email.html);
+    if (!error && !email.html.empty())
+      error = write_atomically(folder / (name + ".html"), email.html);
     if (!error) error = write_atomically(folder / (name + ".eml"), email.mime);
     // A full disk or a permission fixed later must not cost the message.
     result.verdict = error ? Verdict::retry : Verdict::sent;

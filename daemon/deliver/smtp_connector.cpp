@@ -75,6 +75,7 @@ struct Transfer {
   std::string last_reply;  // the server's last reply line
   std::string refusal;     // its first 4xx/5xx reply line in this transfer
   SteadyClock::time_point started;
+  bool fresh_retry = false;  // already retried once on a fresh connection
   char error[CURL_ERROR_SIZE] = {};
 };
 
@@ -117,6 +118,7 @@ class SmtpConnector final : public EmailConnector {
   std::size_t in_flight() const override {
     return transfers_.size() - idle_.size() + waiting_.size();
   }
+  std::size_t parallelism() const override { return transfers_.size(); }
   void cancel_all() override;
 
   // Called by curl, from inside curl_multi_socket_action and friends.
@@ -129,6 +131,7 @@ class SmtpConnector final : public EmailConnector {
   template <typename T>
   void set_fixed(CURL* easy, CURLoption option, T value);
   void start(Transfer& t, OutgoingEmail email, Done done);
+  void begin(Transfer& t, bool fresh);
   void start_waiting();
   SendResult finish(Transfer& t, CURLcode code, long server_code);
   bool act(curl_socket_t fd, int events);
@@ -171,9 +174,9 @@ SmtpConnector::SmtpConnector(boost::asio::io_context& io, SmtpSettings settings)
   // Every handle is made now, so a libcurl that cannot do what the settings ask (no SMTP, no
   // TLS) stops the daemon at start-up rather than failing messages one by one.
   const long timeout_ms = std::chrono::milliseconds(settings_.timeout).count();
-  const long connect_ms = std::chrono::milliseconds(std::min<std::chrono::seconds>(
-                                                        settings_.timeout, kConnectTimeout))
-                              .count();
+  const long connect_ms =
+      std::chrono::milliseconds(std::min<std::chrono::seconds>(settings_.timeout, kConnectTimeout))
+          .count();
   const long use_ssl = settings_.require_tls ? CURLUSESSL_ALL : CURLUSESSL_TRY;
   for (int i = 0; i < settings_.max_connections; ++i) {
     auto t = std::make_unique<Transfer>();
@@ -249,16 +252,36 @@ void SmtpConnector::start(Transfer& t, OutgoingEmail email, Done done) {
   t.busy = true;
   t.email = std::move(email);
   t.done = std::move(done);
+  t.recipient.data = t.email.recipient.data();
+  t.recipient.next = nullptr;
+  t.started = SteadyClock::now();
+  t.fresh_retry = false;
+  begin(t, false);
+}
+
+// Hands `t` to curl, on a reused connection or, when `fresh`, on a new one. The deadline is
+// checked here, where the transfer really starts: a message that waited too long in the queue
+// (or for its retry) goes back unsent rather than out after its lease ended.
+void SmtpConnector::begin(Transfer& t, bool fresh) {
   t.uploaded = 0;
   t.error[0] = '\0';
   t.last_reply.clear();
   t.refusal.clear();
-  t.recipient.data = t.email.recipient.data();
-  t.recipient.next = nullptr;
-  t.started = SteadyClock::now();
+  if (SteadyClock::now() > t.email.deadline) {
+    SendResult result;
+    result.id = t.email.id;
+    result.verdict = Verdict::unsent;
+    result.detail = "not started: its deadline passed while it waited";
+    boost::asio::post(io_, [done = std::move(t.done), result = std::move(result)]() mutable {
+      done(std::move(result));
+    });
+    t.busy = false;
+    idle_.push_back(&t);
+    return;
+  }
 
-  CURLcode rc = CURLE_OK;
-  if (t.mail_from != t.email.envelope_from) {
+  CURLcode rc = curl_easy_setopt(t.easy, CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
+  if (rc == CURLE_OK && t.mail_from != t.email.envelope_from) {
     rc = curl_easy_setopt(t.easy, CURLOPT_MAIL_FROM, t.email.envelope_from.c_str());
     t.mail_from = rc == CURLE_OK ? t.email.envelope_from : std::string();
   }
@@ -329,7 +352,21 @@ bool SmtpConnector::collect_finished() {
     Transfer& t = *reinterpret_cast<Transfer*>(priv);
     long server_code = 0;
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &server_code);
+    long new_connections = 0;
+    curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &new_connections);
     curl_multi_remove_handle(multi_, easy);
+
+    // A cached connection the relay closed while idle (its timeout, a restart), or a 421
+    // ("closing the channel"), says nothing about the message: try once more on a new
+    // connection before calling it a transient failure. libcurl does not do this itself for
+    // uploads.
+    // (A dropped connection may still show the previous message's 250 as the last code.)
+    const bool reused_and_dropped = code != CURLE_OK && server_code < 400 && new_connections == 0;
+    if (!t.fresh_retry && (reused_and_dropped || server_code == 421)) {
+      t.fresh_retry = true;
+      begin(t, true);  // never calls `done` from inside
+      continue;
+    }
 
     SendResult result = finish(t, code, server_code);
     Done done = std::move(t.done);
@@ -355,8 +392,8 @@ void SmtpConnector::cancel_all() {
     curl_multi_remove_handle(multi_, t->easy);
     t->busy = false;
     cancelled.emplace_back(std::move(t->done), cancelled_result(t->email.id));
-    cancelled.back().second.latency = std::chrono::duration_cast<std::chrono::microseconds>(
-        SteadyClock::now() - t->started);
+    cancelled.back().second.latency =
+        std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - t->started);
     idle_.push_back(t.get());
   }
   for (auto& w : waiting_) cancelled.emplace_back(std::move(w.done), cancelled_result(w.email.id));
@@ -558,8 +595,8 @@ int close_socket(void* self, curl_socket_t fd) {
 
 }  // namespace
 
-std::unique_ptr<EmailConnector> make_smtp_connector(boost::asio::io_context& io,
-                                                    SmtpSettings settings) {
+std::unique_ptr<EmailConnector> make_curl_multi_smtp_connector(boost::asio::io_context& io,
+                                                               SmtpSettings settings) {
   // Thread-safe since libcurl 7.84; done here so no transfer ever triggers it lazily.
   static const CURLcode global = curl_global_init(CURL_GLOBAL_DEFAULT);
   if (global != CURLE_OK) {

@@ -41,6 +41,7 @@ std::string_view to_string(Verdict v) {
     case Verdict::retry: return "retry";
     case Verdict::failed: return "failed";
     case Verdict::hard_bounce: return "hard_bounce";
+    case Verdict::unsent: return "unsent";
   }
   return "unknown";
 }

@@ -10,6 +10,7 @@ enum class Verdict {
   retry,        // 4xx, timeout, connection refused or dropped: try again later
   failed,       // 5xx not about the recipient (message too big, policy): do not retry
   hard_bounce,  // 5xx to RCPT TO (550/551/553...): the address is bad; suppress it
+  unsent,       // never started: its deadline passed first. Not an attempt; no server spoke
 };
 
 // curl_code is a CURLcode, server_code the last SMTP reply code (0 if none), curl_error the text

@@ -173,6 +173,7 @@ struct Config {
 
   struct Paths {
     std::string campaigns, templates, partners, claims, outbox;
+    std::string state;  // the delivery journal (verdicts not yet in PostgreSQL)
   } paths;
 
   struct Http {

@@ -285,22 +285,99 @@ TEST(SmtpConnector, ServerDownIsARetryForEveryMessage) {
   EXPECT_EQ(connector->in_flight(), 0u);
 }
 
-TEST(SmtpConnector, CancelAllReportsEveryMessageAsARetryAndStaysUsable) {
-  SmtpTestServer server;
+TEST(SmtpConnector, CancelAllReportsEveryMessageAsNotSentAndStaysUsable) {
+  SmtpTestServer::Options options;
+  options.data_delay_seconds = 1;
+  SmtpTestServer server(options);
   if (!server.available()) return;
   boost::asio::io_context io;
   auto connector = make_smtp_connector(io, settings(server.url(), 2));
   Outcomes outcomes;
   for (int i = 1; i <= 6; ++i) connector->send(email(i), outcomes.recorder());
-  connector->cancel_all();  // two transfers started, four waiting
+  io.poll();                // two transfers handed to their connections, four waiting
+  connector->cancel_all();
   EXPECT_EQ(outcomes.count(), 6u);
-  for (int i = 1; i <= 6; ++i) EXPECT_EQ(outcomes.at(i).verdict, Verdict::retry);
+  // Started ones are a retry (the server may have seen them); waiting ones never started.
+  for (int i = 1; i <= 2; ++i) EXPECT_EQ(outcomes.at(i).verdict, Verdict::retry) << i;
+  for (int i = 3; i <= 6; ++i) EXPECT_EQ(outcomes.at(i).verdict, Verdict::unsent) << i;
   EXPECT_EQ(connector->in_flight(), 0u);
 
   connector->send(email(7), outcomes.recorder());
   ASSERT_TRUE(outcomes.run_until(io, 7));
   EXPECT_EQ(outcomes.at(7).verdict, Verdict::sent) << outcomes.at(7).detail;
+}
+
+TEST(SmtpConnector, SixteenConnectionsHoldSixteenMessagesOpenAtOnceAgainstASlowRelay) {
+  SmtpTestServer::Options options;
+  options.data_delay_seconds = 0.2;  // the relay answers the end of DATA after 200 ms
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  boost::asio::io_context io;
+  auto connector = make_smtp_connector(io, settings(server.url(), 16));
+  Outcomes outcomes;
+  for (int i = 1; i <= 48; ++i) connector->send(email(i), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 48));
+  for (int i = 1; i <= 48; ++i) EXPECT_EQ(outcomes.at(i).verdict, Verdict::sent) << i;
+  // What the server saw, not a timing: sixteen transactions between MAIL FROM and the reply
+  // to their end of DATA at the same moment.
+  EXPECT_EQ(server.stats().max_open_transactions, 16);
+  EXPECT_LE(server.stats().connections, 16);
+}
+
+TEST(SmtpConnector, AConnectionTheRelayDroppedIsRetriedOnAFreshOne) {
+  SmtpTestServer::Options options;
+  options.drop_after = 1;  // each connection carries one message, then is dropped
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  boost::asio::io_context io;
+  auto connector = make_smtp_connector(io, settings(server.url(), 1));
+  Outcomes outcomes;
+  for (int i = 1; i <= 3; ++i) connector->send(email(i), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 3));
+  for (int i = 1; i <= 3; ++i) EXPECT_EQ(outcomes.at(i).verdict, Verdict::sent) << outcomes.at(i).detail;
+  EXPECT_EQ(server.stats().accepted, 3);
+  EXPECT_EQ(server.stats().connections, 3);
+}
+
+TEST(SmtpConnector, A421IsRetriedOnAFreshConnection) {
+  SmtpTestServer::Options options;
+  options.reply_421_first = 1;
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  boost::asio::io_context io;
+  auto connector = make_smtp_connector(io, settings(server.url(), 1));
+  Outcomes outcomes;
+  connector->send(email(1), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 1));
+  EXPECT_EQ(outcomes.at(1).verdict, Verdict::sent) << outcomes.at(1).detail;
+  EXPECT_EQ(server.stats().connections, 2);
   EXPECT_EQ(server.messages().size(), 1u);
+}
+
+TEST(SmtpConnector, AMessageWhoseDeadlinePassedWhileItWaitedIsReturnedUnsent) {
+  SmtpTestServer::Options options;
+  options.data_delay_seconds = 1;
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  boost::asio::io_context io;
+  auto connector = make_smtp_connector(io, settings(server.url(), 1));
+  Outcomes outcomes;
+  // One connection: the second message can only start after the first one's second-long reply,
+  // past its deadline.
+  const auto deadline = std::chrono::steady_clock::now() + 300ms;
+  for (int i = 1; i <= 2; ++i) {
+    OutgoingEmail e = email(i);
+    e.deadline = deadline;
+    connector->send(std::move(e), outcomes.recorder());
+  }
+  OutgoingEmail late = email(3);
+  late.deadline = std::chrono::steady_clock::now() - 1ms;
+  connector->send(std::move(late), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 3));
+  EXPECT_EQ(outcomes.at(1).verdict, Verdict::sent) << outcomes.at(1).detail;
+  EXPECT_EQ(outcomes.at(2).verdict, Verdict::unsent) << outcomes.at(2).detail;
+  EXPECT_EQ(outcomes.at(3).verdict, Verdict::unsent) << outcomes.at(3).detail;
+  EXPECT_EQ(server.messages().size(), 1u) << "nothing goes out after its deadline";
 }
 
 TEST(SmtpConnector, MayBeDestroyedFromItsOwnCallback) {

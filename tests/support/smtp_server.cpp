@@ -59,6 +59,10 @@ SmtpTestServer::SmtpTestServer(Options options) {
   add("--reject-sender", options.reject_sender);
   add("--reject-data", options.reject_data);
   add("--tempfail-file", options.tempfail_file.string());
+  add("--data-delay", options.data_delay_seconds > 0 ? std::to_string(options.data_delay_seconds) : "");
+  add("--drop-after", options.drop_after > 0 ? std::to_string(options.drop_after) : "");
+  add("--reply-421-first",
+      options.reply_421_first > 0 ? std::to_string(options.reply_421_first) : "");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -123,6 +127,7 @@ SmtpTestServer::Stats SmtpTestServer::stats() const {
   Stats s;
   s.connections = json.at("connections").get<int>();
   s.max_open_connections = json.at("max_open_connections").get<int>();
+  s.max_open_transactions = json.value("max_open_transactions", 0);
   s.accepted = json.at("accepted").get<int>();
   s.refused = json.at("refused").get<int>();
   return s;

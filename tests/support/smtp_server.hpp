@@ -24,11 +24,15 @@ class SmtpTestServer {
     std::string reject_sender;               // 550 at MAIL FROM for senders containing this
     std::string reject_data;                 // 554 after DATA for messages containing this
     std::filesystem::path tempfail_file;     // 451 to every message while this file exists
+    double data_delay_seconds = 0;           // wait before answering the end of DATA
+    int drop_after = 0;                      // drop a connection after N accepted messages
+    int reply_421_first = 0;                 // 421 (and close) to the first N MAIL FROM
   };
 
   struct Stats {
     int connections = 0;           // opened since start
     int max_open_connections = 0;  // the most open at once
+    int max_open_transactions = 0; // the most messages between MAIL FROM and the DATA reply
     int accepted = 0;
     int refused = 0;
   };

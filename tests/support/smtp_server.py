@@ -17,9 +17,16 @@ Behaviour switches, all optional:
   --reject-rcpt TEXT      550 at RCPT TO for addresses containing TEXT
   --reject-sender TEXT    550 at MAIL FROM for senders containing TEXT
   --reject-data TEXT      554 after DATA for messages containing TEXT
+  --data-delay SECONDS    wait this long before answering the end of DATA (a relay that fsyncs
+                          its queue or scans content, or one across a network)
+  --drop-after N          close each connection, without a reply, when its client starts the
+                          message after its N-th accepted one (a relay that dropped an idle
+                          connection the client still counts as open)
+  --reply-421-first N     answer the first N MAIL FROM commands with 421 and close the
+                          connection (a relay shutting down)
   --stats PATH            keep a JSON summary at PATH (connections opened, the most open at
-                          once, messages accepted and refused), rewritten before every reply
-                          that changes it
+                          once, transactions open at once, messages accepted and refused),
+                          rewritten before every reply that changes it
 
 For speed tests the bench uses Postfix's smtp-sink instead, which accepts and discards mail
 without Python in the loop (as root, -u drops privileges):
@@ -52,14 +59,44 @@ class Recorder:
         self.connections = 0
         self.open_connections = 0
         self.max_open_connections = 0
+        self.open_transactions = 0
+        self.max_open_transactions = 0
+        self.mail_commands = 0
+
+    # A transaction is open from an accepted MAIL FROM to the reply to its end of DATA (or to
+    # RSET, or to the connection closing): what the server sees as messages in progress at once.
+    def transaction_opened(self, session):
+        if not getattr(session, "in_transaction", False):
+            session.in_transaction = True
+            self.open_transactions += 1
+            self.max_open_transactions = max(self.max_open_transactions, self.open_transactions)
+
+    def transaction_closed(self, session):
+        if getattr(session, "in_transaction", False):
+            session.in_transaction = False
+            self.open_transactions -= 1
+
+    async def handle_RSET(self, server, session, envelope):
+        self.transaction_closed(session)
+        return "250 OK"
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.mail_commands += 1
+        if self.mail_commands <= self.args.reply_421_first:
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            return "421 4.3.2 service shutting down"
+        accepted_here = getattr(session, "accepted_here", 0)
+        if self.args.drop_after and accepted_here >= self.args.drop_after:
+            server.transport.abort()
+            return "421 4.4.2 dropped"  # never reaches the client
         if self.args.reject_sender and self.args.reject_sender in address:
             self.refused += 1
             self.write_stats()
             return "550 5.7.1 <%s>: sender rejected" % address
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        self.transaction_opened(session)
+        self.write_stats()
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -71,6 +108,9 @@ class Recorder:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.args.data_delay > 0:
+            await asyncio.sleep(self.args.data_delay)
+        self.transaction_closed(session)
         self.messages_seen += 1
         content = envelope.original_content
         if self.messages_seen <= self.args.tempfail_first or (
@@ -84,6 +124,7 @@ class Recorder:
             self.write_stats()
             return "554 5.6.0 message content rejected"
         self.accepted += 1
+        session.accepted_here = getattr(session, "accepted_here", 0) + 1
         if self.args.maildir:
             name = os.path.join(self.args.maildir, "%08d.eml" % self.accepted)
             with open(name, "wb") as f:
@@ -107,6 +148,7 @@ class Recorder:
         stats = {
             "connections": self.connections,
             "max_open_connections": self.max_open_connections,
+            "max_open_transactions": self.max_open_transactions,
             "accepted": self.accepted,
             "refused": self.refused,
         }
@@ -127,6 +169,8 @@ def make_protocol(recorder, loop):
                 recorder.connection_opened()
 
         def connection_lost(self, error):
+            if self.session is not None:
+                recorder.transaction_closed(self.session)
             super().connection_lost(error)
             recorder.connection_closed()
 
@@ -158,6 +202,9 @@ def main():
     parser.add_argument("--reject-rcpt")
     parser.add_argument("--reject-sender")
     parser.add_argument("--reject-data")
+    parser.add_argument("--data-delay", type=float, default=0.0)
+    parser.add_argument("--drop-after", type=int, default=0)
+    parser.add_argument("--reply-421-first", type=int, default=0)
     parser.add_argument("--stats")
     asyncio.run(serve(parser.parse_args()))
 

@@ -2,7 +2,14 @@
 // and what each connector verdict does to a row.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+
 #include "app/decisions.hpp"
+#include "app/journal.hpp"
+#include "support/support.hpp"
 
 namespace channeld::app {
 namespace {
@@ -131,6 +138,114 @@ TEST(OutcomeOfSend, RetriesTransientFailuresWithGrowingBackoffUntilTheLimit) {
   auto last = outcome_of_send(7, deliver::Verdict::retry, "451 later", 3, now, policy);
   EXPECT_EQ(last.kind, OutcomeKind::failed);
   EXPECT_NE(last.detail.find("gave up after 3 attempts"), std::string::npos);
+}
+
+// ---- the delivery journal ------------------------------------------------------------------
+
+store::Outcome sent_outcome(std::int64_t id) {
+  store::Outcome o = make_outcome(id, OutcomeKind::sent, "250 2.0.0 OK queued as " + std::to_string(id));
+  o.message_id = "<" + std::to_string(id) + "@mkt.vendor.example>";
+  o.rendered_version = 3;
+  return o;
+}
+
+using Replayed = std::map<std::string, std::vector<store::Outcome>>;
+Replayed replay(const std::filesystem::path& dir) {
+  Replayed out;
+  replay_dead_journals(dir, [&](const std::string& owner, const std::vector<store::Outcome>& os) {
+    auto& v = out[owner];
+    v.insert(v.end(), os.begin(), os.end());
+  });
+  return out;
+}
+
+TEST(Journal, ALineReadsBackAsTheOutcomeItWasWrittenFrom) {
+  store::Outcome retry = make_outcome(7, OutcomeKind::retry, "451 4.3.0 try again\tlater \xff");
+  retry.retry_at = utc(2026, 11, 3, 9);
+  for (const auto& o : {sent_outcome(5), retry}) {
+    std::string owner;
+    store::Outcome back;
+    ASSERT_TRUE(parse_journal_line(journal_line("host:12:345", o), owner, back));
+    EXPECT_EQ(owner, "host:12:345");
+    EXPECT_EQ(back.id, o.id);
+    EXPECT_EQ(back.kind, o.kind);
+    EXPECT_EQ(back.retry_at, o.retry_at);
+    EXPECT_EQ(back.message_id, o.message_id);
+    EXPECT_EQ(back.rendered_version, o.rendered_version);
+  }
+  std::string owner;
+  store::Outcome back;
+  EXPECT_FALSE(parse_journal_line("{\"owner\":\"a\",\"id\":3,\"ki", owner, back))
+      << "a torn last line is skipped, not misread";
+}
+
+TEST(Journal, ALiveDaemonsJournalIsNeverReplayed) {
+  testing::TempDir dir;
+  Journal live(dir.path(), "live:1:1");
+  ASSERT_TRUE(live.append(sent_outcome(1)).empty());
+  EXPECT_TRUE(replay(dir.path()).empty()) << "its lock is held";
+}
+
+TEST(Journal, RecordedSegmentsGoAndACleanStopLeavesNothing) {
+  testing::TempDir dir;
+  {
+    Journal j(dir.path(), "a:1:1");
+    j.append(sent_outcome(1));
+    j.append(sent_outcome(2));
+    const auto mark = j.cut();
+    j.append(sent_outcome(3));  // arrives while the batch before the cut is being recorded
+    j.recorded(mark);
+    EXPECT_TRUE(j.pending()) << "the verdict after the cut is not recorded yet";
+    j.recorded(j.cut());
+    EXPECT_FALSE(j.pending());
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+}
+
+TEST(Journal, ADeadDaemonsUnrecordedVerdictsAreReplayedAsThatOwnerThenRemoved) {
+  testing::TempDir dir;
+  // A child process appends and dies without cleaning up, as after kill -9.
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    Journal j(dir.path(), "dead:9:9");
+    j.append(sent_outcome(1));
+    j.recorded(j.cut());  // 1 is in the store
+    j.append(sent_outcome(2));
+    j.append(sent_outcome(3));
+    _exit(0);  // no destructor: the files stay, the lock goes with the process
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+
+  auto replayed = replay(dir.path());
+  ASSERT_EQ(replayed.size(), 1u);
+  const auto& outcomes = replayed["dead:9:9"];
+  ASSERT_EQ(outcomes.size(), 2u);
+  EXPECT_EQ(outcomes[0].id, 2);
+  EXPECT_EQ(outcomes[1].id, 3);
+  EXPECT_EQ(outcomes[1].message_id, "<3@mkt.vendor.example>");
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "replayed journals are removed";
+  EXPECT_TRUE(replay(dir.path()).empty());
+}
+
+TEST(Journal, AJournalWhoseReplayFailsIsKeptForTheNextStart) {
+  testing::TempDir dir;
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    Journal j(dir.path(), "dead:1:1");
+    j.append(sent_outcome(1));
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_THROW(replay_dead_journals(dir.path(),
+                                    [](const std::string&, const std::vector<store::Outcome>&) {
+                                      throw std::runtime_error("database away");
+                                    }),
+               std::runtime_error);
+  EXPECT_EQ(replay(dir.path())["dead:1:1"].size(), 1u);
 }
 
 }  // namespace

@@ -220,6 +220,14 @@ TEST(Config, BadDurationNamesTheKeyAndLine) {
   EXPECT_THAT(error, HasSubstr(path + ":11: proofs.lead_time: '2 days' is not a duration"));
 }
 
+TEST(Config, RefusesALeaseTooShortForASendToEndInsideIt) {
+  TempDir dir;
+  std::string path = (dir / "channeld.toml").string();
+  write_file(path, kMinimalConfig + "[delivery]\nlease = \"60s\"\n");  // smtp.timeout is 60s
+  std::string error = error_of([&] { load_config(path); });
+  EXPECT_THAT(error, HasSubstr("delivery.lease: must be longer than smtp.timeout plus 1s (60s)"));
+}
+
 TEST(Config, MissingRequiredKeyIsRefused) {
   TempDir dir;
   std::string path = (dir / "channeld.toml").string();

@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <gtest/gtest.h>
 
+#include "deliver/backoff.hpp"
 #include "deliver/rate_limit.hpp"
 #include "deliver/verdict.hpp"
 
@@ -185,6 +186,38 @@ TEST(RateLimits, AllZeroMeansUnlimited) {
   RateLimits limits(0, 0, 0);
   for (int i = 0; i < 10000; ++i) limits.take("acme-it", "example.com", kStart);
   EXPECT_EQ(limits.wait("acme-it", "example.com", kStart), Clock::duration::zero());
+}
+
+// ---- backoff and log throttle ------------------------------------------------------------
+
+TEST(Backoff, DoublesFromTheFirstWaitUpToTheCapWithJitterBelow) {
+  Backoff backoff(250ms, 30s);
+  // The top of each draw's range doubles; the bottom stays at half the first wait.
+  EXPECT_EQ(backoff.next(1.0), 250ms);
+  EXPECT_EQ(backoff.next(1.0), 500ms);
+  EXPECT_EQ(backoff.next(1.0), 1000ms);
+  EXPECT_EQ(backoff.next(0.0), 125ms);
+  for (int i = 0; i < 100; ++i) EXPECT_LE(backoff.next(1.0), 30000ms);
+  EXPECT_EQ(backoff.next(1.0), 30000ms) << "capped, even after many failures";
+  EXPECT_EQ(backoff.failures(), 105);
+}
+
+TEST(Backoff, StartsAgainFromTheFirstWaitAfterASuccess) {
+  Backoff backoff(250ms, 30s);
+  for (int i = 0; i < 10; ++i) backoff.next(0.5);
+  backoff.reset();
+  EXPECT_EQ(backoff.next(1.0), 250ms);
+}
+
+TEST(LogThrottle, SaysTheFirstErrorAtOnceThenOncePerIntervalWithACount) {
+  LogThrottle throttle(30s);
+  const auto t0 = LogThrottle::Clock::time_point{} + 1h;
+  EXPECT_EQ(throttle.occurred(t0), 1u);
+  for (int i = 1; i < 100; ++i) EXPECT_EQ(throttle.occurred(t0 + i * 100ms), std::nullopt);
+  EXPECT_EQ(throttle.occurred(t0 + 30s), 100u) << "one line stands for every failure since";
+  EXPECT_EQ(throttle.occurred(t0 + 31s), std::nullopt);
+  EXPECT_EQ(throttle.clear(), 1u) << "one failure was never said";
+  EXPECT_EQ(throttle.occurred(t0 + 32s), 1u) << "after a recovery the next failure is news";
 }
 
 }  // namespace
