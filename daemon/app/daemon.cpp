@@ -24,6 +24,7 @@
 #include "app/dispatcher.hpp"
 #include "app/claims.hpp"
 #include "app/planner.hpp"
+#include "app/reload.hpp"
 #include "app/snapshot.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/watcher.hpp"
@@ -237,6 +238,11 @@ class Daemon {
     metrics_.describe("messages_reclaimed_total",
                       "Messages re-sent after another process's lease expired mid-send "
                       "(possible duplicates)");
+    // Every series exists from the start at 0, so a rate() over a fresh daemon is 0, not absent.
+    metrics_.add("messages_reclaimed_total", "", 0);
+    for (const char* state :
+         {"sent", "retry", "failed", "bounced", "suppressed", "expired", "deferred"})
+      metrics_.add("messages_total", metrics::label_set({{"state", state}}), 0);
     metrics_.gauge(
         "outbox_messages",
         "Outbox rows by state, as of the last readiness check (every few seconds)", [this] {
@@ -428,9 +434,10 @@ class Daemon {
   }
 
   static void warn_restart_only_changes(const Config& before, const Config& after) {
-    if (before.database_url != after.database_url || before.http.listen != after.http.listen ||
-        before.smtp.url != after.smtp.url || before.paths.outbox != after.paths.outbox)
-      spdlog::warn("database.url, http.listen, smtp.url and paths.outbox take effect at restart");
+    std::string keys;
+    for (const auto& key : restart_only_changes(before, after))
+      keys += (keys.empty() ? "" : ", ") + key;
+    if (!keys.empty()) spdlog::warn("changed but not applied until the daemon restarts: {}", keys);
   }
 
   // Runs on the catalog strand: records kit states, and expires queued rows of removed kits.
