@@ -26,6 +26,7 @@ const std::vector<std::pair<std::string, Same>>& keys() {
       {"smtp.password_file", same([](const Config& c) { return c.smtp.password_file; })},
       {"smtp.max_connections", same([](const Config& c) { return c.smtp.max_connections; })},
       {"smtp.timeout", same([](const Config& c) { return c.smtp.timeout; })},
+      {"webhooks.allow", same([](const Config& c) { return c.webhooks.allow; })},
       {"limits.messages_per_second",
        same([](const Config& c) { return c.limits.messages_per_second; })},
       {"limits.per_partner_per_second",

@@ -1,6 +1,6 @@
 // app/reload: what a SIGHUP can change. Most of channeld.toml is read again on SIGHUP and used
 // from the next message on; the keys below are read once, at start, by parts that are built
-// once (the HTTP listener, the SMTP connector, the dispatcher's batches, retry policy and rate
+// once (the HTTP listener, the SMTP and webhook connectors, the dispatcher's batches, retry policy and rate
 // limits, the folder watcher). Pure; runs on the catalog strand.
 #pragma once
 
