@@ -3,6 +3,7 @@
 # release build (no tests, no fault hooks), then `apt-get install ./channeld_*.deb` in a fresh
 # debootstrap minbase chroot (apt pulls the runtime libraries from Debian's mirror), then
 # `channeld --version` and `channeld check-config` with the packaged config, run from it.
+# Recommends (postgresql) are left out, so the Depends alone must be enough to run.
 # Needs root (chroot, mounts). Not part of scripts/test.sh: it takes minutes and the network.
 #   scripts/deb-check.sh            build, install, check; exit 0 when all passed
 # Uses /tmp/fresh-base as the clean system when it exists (copied, never modified); otherwise
@@ -30,7 +31,7 @@ done
 dpkg-deb --info "$deb" conffiles | grep -qx /etc/channeld/channeld.toml ||
   fail "/etc/channeld/channeld.toml is not a conffile"
 depends=$(dpkg-deb --field "$deb" Depends)
-for lib in libcurl libpq libsoci libsystemd tzdata; do
+for lib in libcurl libpq libsoci-core libsoci-postgresql libsystemd tzdata; do
   grep -q "$lib" <<<"$depends" || fail "Depends lacks $lib: $depends"
 done
 echo "deb-check: Depends: $depends"
@@ -60,7 +61,7 @@ cp "$deb" "$root/tmp/"
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"; }
 
 in_root apt-get update -qq >/tmp/channeld-deb-apt.log 2>&1 || fail "apt-get update (log /tmp/channeld-deb-apt.log)"
-DEBIAN_FRONTEND=noninteractive in_root apt-get install -y -qq "/tmp/$(basename "$deb")" \
+DEBIAN_FRONTEND=noninteractive in_root apt-get install -y -qq --no-install-recommends "/tmp/$(basename "$deb")" \
   >>/tmp/channeld-deb-apt.log 2>&1 || fail "apt-get install (log /tmp/channeld-deb-apt.log)"
 echo "deb-check: installed into a clean Debian 12 chroot"
 
@@ -72,6 +73,11 @@ unit_bin=$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$root/lib/systemd/system/chan
 mkdir -p "$root"/var/lib/channeld/{campaigns,partners,claims}
 out=$(in_root channeld check-config 2>&1) || fail "channeld check-config: $out"
 echo "deb-check: channeld check-config: $out"
+# SOCI loads its PostgreSQL backend at run time: with no server in the chroot, `migrate` must
+# fail to connect, not fail to find the backend.
+out=$(in_root channeld migrate 2>&1) && fail "channeld migrate succeeded without a database"
+grep -qi "cannot connect to PostgreSQL" <<<"$out" || fail "channeld migrate: $out"
+echo "deb-check: channeld migrate without a server: $out"
 in_root dpkg-query -W -f='${Conffiles}\n' channeld | grep -q /etc/channeld/channeld.toml ||
   fail "dpkg does not track /etc/channeld/channeld.toml as a conffile"
 echo "deb-check: passed"
