@@ -15,6 +15,12 @@ function(channeld_set_options target)
                                              -fno-omit-frame-pointer)
     target_link_options(${target} PRIVATE -fsanitize=address,undefined -fno-sanitize=vptr)
   endif()
+  if(CHANNELD_TSAN)
+    # -Wno-tsan: Asio's handler completion uses std::atomic_thread_fence, which GCC warns TSan
+    # does not model; the hand-over it guards also goes through the scheduler's mutex.
+    target_compile_options(${target} PRIVATE -fsanitize=thread -fno-omit-frame-pointer -Wno-tsan)
+    target_link_options(${target} PRIVATE -fsanitize=thread)
+  endif()
   # Boost 1.74's asio/awaitable.hpp misses <utility> under GCC 12 in C++20 mode.
   target_compile_options(${target} PRIVATE -include utility)
 endfunction()

@@ -1,21 +1,23 @@
 #include "app/daemon.hpp"
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -24,11 +26,13 @@
 #include "app/claims.hpp"
 #include "app/journal.hpp"
 #include "app/planner.hpp"
+#include "app/reload.hpp"
 #include "app/snapshot.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/watcher.hpp"
 #include "deliver/connector.hpp"
 #include "deliver/webhook_connector.hpp"
+#include "metrics/log_throttle.hpp"
 #include "metrics/metrics.hpp"
 #include "store/store.hpp"
 
@@ -90,6 +94,59 @@ void print_summary(store::Store& store, const Config& config) {
   std::fflush(stdout);
 }
 
+// What /readyz answers, as the last background check found it. The check runs on the database
+// pool; HTTP threads read the result. A check that has not finished for `stale_after` (the
+// database hangs, or the pool is wedged) counts as not ready.
+class Readiness {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit Readiness(Clock::duration stale_after) : stale_after_(stale_after) {}
+
+  // False if a check is still running: at most one at a time, so a hanging database holds one
+  // pool thread, not all of them.
+  bool begin_check() {
+    const std::lock_guard lock(mutex_);
+    if (checking_) return false;
+    checking_ = true;
+    return true;
+  }
+  void finish_check(Clock::time_point now, std::string reason,
+                    std::map<std::string, std::int64_t> outbox_counts) {
+    const std::lock_guard lock(mutex_);
+    checking_ = false;
+    checked_ = true;
+    checked_at_ = now;
+    reason_ = std::move(reason);
+    if (reason_.empty()) outbox_counts_ = std::move(outbox_counts);
+  }
+
+  // "" when ready; otherwise why not, as /readyz reports it.
+  std::string not_ready_reason(Clock::time_point now) const {
+    const std::lock_guard lock(mutex_);
+    if (!checked_) return "starting: the database has not been checked yet";
+    if (now - checked_at_ > stale_after_)
+      return "database not answering: the last readiness check finished " +
+             std::to_string(
+                 std::chrono::duration_cast<std::chrono::seconds>(now - checked_at_).count()) +
+             "s ago" + (reason_.empty() ? "" : " (" + reason_ + ")");
+    return reason_;
+  }
+  // As of the last successful check; empty before the first.
+  std::map<std::string, std::int64_t> outbox_counts() const {
+    const std::lock_guard lock(mutex_);
+    return outbox_counts_;
+  }
+
+ private:
+  const Clock::duration stale_after_;
+  mutable std::mutex mutex_;  // guards everything below
+  bool checking_ = false;
+  bool checked_ = false;
+  Clock::time_point checked_at_{};
+  std::string reason_;
+  std::map<std::string, std::int64_t> outbox_counts_;
+};
+
 // Everything one running daemon owns. Members are declared in the order they must be torn
 // down in reverse: the pool joins before the store it uses is destroyed.
 class Daemon {
@@ -102,6 +159,7 @@ class Daemon {
         scan_timer_(io_),
         idle_timer_(io_),
         watchdog_timer_(io_),
+        readiness_timer_(io_),
         planner_(store_),
         owner_(options.owner.empty() ? default_owner() : options.owner) {
     auto applied = store_.migrate();
@@ -123,6 +181,7 @@ class Daemon {
         });
     if (replayed > 0)
       spdlog::info("recorded {} delivery outcomes from the journal of a stopped daemon", replayed);
+    run_readiness_check();
     connector_ = make_connector(config);
     deliver::WebhookSettings webhook_settings;
     webhook_settings.allow =
@@ -149,6 +208,10 @@ class Daemon {
         std::chrono::milliseconds(500), [this] { reload(false); });
     wait_for_signal();
     start_watchdog();
+    check_readiness();
+#ifdef CHANNELD_FAULT_HOOKS
+    arm_fault_hook();
+#endif
     delivery_thread_ = std::thread([this] { delivery_io_.run(); });
     dispatcher_->start();
     plan();
@@ -184,32 +247,37 @@ class Daemon {
   }
 
   void start_http(const Config& config) {
+    // Never touches the database: HTTP threads read what the last background check found.
     auto ready = [this] {
-      try {
-        return store_.ping() && store_.schema_version() == store::Store::latest_schema_version();
-      } catch (const std::exception&) {
-        return false;
-      }
+      const std::string reason = readiness_.not_ready_reason(std::chrono::steady_clock::now());
+      if (!reason.empty()) throw std::runtime_error(reason);
+      return true;
     };
     api::Routes routes(ready, metrics_, [this] { return store_.delivery_counts(); });
     metrics_.describe("messages_total", "Delivery outcomes recorded by this process, by state");
     metrics_.describe("messages_reclaimed_total",
                       "Messages re-sent after another process's lease expired mid-send "
                       "(possible duplicates)");
-    metrics_.gauge("outbox_messages", "Outbox rows by state", [this] {
-      std::vector<std::pair<std::string, double>> out;
-      try {
-        for (const auto& [state, n] : store_.counts_by_state())
-          out.emplace_back(metrics::label_set({{"state", state}}), static_cast<double>(n));
-      } catch (const std::exception&) {
-      }
-      return out;
-    });
+    // Every series exists from the start at 0, so a rate() over a fresh daemon is 0, not absent.
+    metrics_.add("messages_reclaimed_total", "", 0);
+    for (const char* state :
+         {"sent", "retry", "failed", "bounced", "suppressed", "expired", "deferred"})
+      metrics_.add("messages_total", metrics::label_set({{"state", state}}), 0);
+    metrics_.gauge(
+        "outbox_messages",
+        "Outbox rows by state, as of the last readiness check (every few seconds)", [this] {
+          std::vector<std::pair<std::string, double>> out;
+          for (const auto& [state, n] : readiness_.outbox_counts())
+            out.emplace_back(metrics::label_set({{"state", state}}), static_cast<double>(n));
+          return out;
+        });
     metrics_.gauge("kits", "Kits by state", [this] {
       std::map<std::string, double> by_state;
-      for (const auto& [id, entry] : snapshots_.get()->kits) by_state[std::string(to_string(entry.state))] += 1;
+      for (const auto& [id, entry] : snapshots_.get()->kits)
+        by_state[std::string(to_string(entry.state))] += 1;
       std::vector<std::pair<std::string, double>> out;
-      for (const auto& [state, n] : by_state) out.emplace_back(metrics::label_set({{"state", state}}), n);
+      for (const auto& [state, n] : by_state)
+        out.emplace_back(metrics::label_set({{"state", state}}), n);
       return out;
     });
     http_ = std::make_unique<api::HttpServer>(config.http.listen, std::move(routes));
@@ -241,6 +309,10 @@ class Daemon {
     stop_work_.emplace(io_.get_executor());
     scan_timer_.cancel();
     idle_timer_.cancel();
+    readiness_timer_.cancel();
+#ifdef CHANNELD_FAULT_HOOKS
+    fault_signals_.cancel();
+#endif
     if (watcher_) watcher_->stop();
     // The dispatcher calls back on the delivery thread once everything it leased is recorded
     // or released; the rest of the shutdown happens here, on the main loop.
@@ -273,15 +345,101 @@ class Daemon {
     std::uint64_t usec = 0;
     if (sd_watchdog_enabled(0, &usec) <= 0) return;
     watchdog_period_ = std::chrono::microseconds(usec / 4);
-    ping_watchdog();
+    watchdog_tick();
   }
-  void ping_watchdog() {
-    sd_notify(0, "WATCHDOG=1");
+
+  // Every WATCHDOG_USEC/4 on the main loop (so a stuck main loop stops the pings by itself).
+  // Each tick that pings also posts a probe to the delivery loop and the database pool; the next
+  // tick pings only if both probes ran. An idle thread runs its probe at once; a wedged one
+  // stops the pings within two ticks, and systemd restarts us after four.
+  void watchdog_tick() {
+    const bool delivery_alive = delivery_probe_ran_.load();
+    const bool pool_alive = pool_probe_ran_.load();
+    if (delivery_alive && pool_alive) {
+      if (watchdog_stalled_) spdlog::info("watchdog: every thread is making progress again");
+      watchdog_stalled_ = false;
+      sd_notify(0, "WATCHDOG=1");
+      delivery_probe_ran_ = false;
+      pool_probe_ran_ = false;
+      asio::post(delivery_io_, [this] { delivery_probe_ran_ = true; });
+      asio::post(pool_, [this] { pool_probe_ran_ = true; });
+    } else if (!watchdog_stalled_) {
+      watchdog_stalled_ = true;
+      spdlog::error(
+          "watchdog: not pinging systemd: the {} has made no progress for {} ms",
+          !delivery_alive ? "delivery thread" : "database pool",
+          std::chrono::duration_cast<std::chrono::milliseconds>(watchdog_period_).count());
+    }
     watchdog_timer_.expires_after(watchdog_period_);
     watchdog_timer_.async_wait([this](boost::system::error_code ec) {
-      if (!ec) ping_watchdog();
+      if (ec == asio::error::operation_aborted) return;
+      if (ec) spdlog::error("watchdog timer failed: {}", ec.message());
+      watchdog_tick();
     });
   }
+
+  // /readyz and the outbox gauge read this; a check on the pool refreshes it every few seconds,
+  // so neither ever waits for the database.
+  void check_readiness() {
+    readiness_timer_.expires_after(kReadinessInterval);
+    readiness_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec == asio::error::operation_aborted || stopping_) return;
+      if (readiness_.begin_check()) asio::post(pool_, [this] { run_readiness_check(); });
+      check_readiness();
+    });
+  }
+
+  // On the pool; at most one at a time (begin_check).
+  void run_readiness_check() {
+    std::string reason;
+    std::map<std::string, std::int64_t> counts;
+    try {
+      const int version = store_.schema_version();
+      const int latest = store::Store::latest_schema_version();
+      if (version < latest)
+        reason = "schema behind: the database is at migration " + std::to_string(version) +
+                 ", this binary needs " + std::to_string(latest) + " (run channeld migrate)";
+      else if (version > latest)
+        reason = "schema ahead: the database is at migration " + std::to_string(version) +
+                 ", newer than this binary's " + std::to_string(latest);
+      else
+        counts = store_.counts_by_state();
+    } catch (const std::exception& e) {
+      reason = std::string("database unreachable: ") + e.what();
+    }
+    const auto now = std::chrono::steady_clock::now();
+    readiness_.finish_check(now, reason, std::move(counts));
+    if (reason.empty()) {
+      if (const auto n = readiness_log_.success())
+        spdlog::info("ready again: the database answers ({} failed checks before)", n);
+    } else if (const auto n = readiness_log_.failure(now)) {
+      spdlog::error("not ready ({} failed checks since the last report): {}", n, reason);
+    }
+  }
+
+#ifdef CHANNELD_FAULT_HOOKS
+  // Test builds only (CMake CHANNELD_FAULT_HOOKS): SIGUSR1 blocks the thread named in
+  // CHANNELD_FAULT_WEDGE ("main", "delivery" or "pool", then ":SECONDS", default 5), so a test
+  // can watch the watchdog pings stop while it is wedged and resume after.
+  void arm_fault_hook() {
+    fault_signals_.async_wait([this](boost::system::error_code ec, int) {
+      if (ec == asio::error::operation_aborted) return;
+      const char* spec = std::getenv("CHANNELD_FAULT_WEDGE");
+      const std::string what = spec != nullptr ? spec : "";
+      const auto colon = what.find(':');
+      const std::string thread = what.substr(0, colon);
+      const std::chrono::seconds hold{
+          colon == std::string::npos ? 5 : std::stoi(what.substr(colon + 1))};
+      const auto wedge = [hold] { std::this_thread::sleep_for(hold); };
+      spdlog::warn("fault hook: wedging the {} thread for {}s", thread, hold.count());
+      if (thread == "main") asio::post(io_, wedge);
+      if (thread == "delivery") asio::post(delivery_io_, wedge);
+      if (thread == "pool")
+        for (int i = 0; i < kPoolThreads; ++i) asio::post(pool_, wedge);
+      arm_fault_hook();
+    });
+  }
+#endif
 
   // Loads config (on SIGHUP), partners and kits on the catalog strand, publishes the new
   // snapshot, then plans.
@@ -315,9 +473,10 @@ class Daemon {
   }
 
   static void warn_restart_only_changes(const Config& before, const Config& after) {
-    if (before.database_url != after.database_url || before.http.listen != after.http.listen ||
-        before.smtp.url != after.smtp.url || before.paths.outbox != after.paths.outbox)
-      spdlog::warn("database.url, http.listen, smtp.url and paths.outbox take effect at restart");
+    std::string keys;
+    for (const auto& key : restart_only_changes(before, after))
+      keys += (keys.empty() ? "" : ", ") + key;
+    if (!keys.empty()) spdlog::warn("changed but not applied until the daemon restarts: {}", keys);
   }
 
   // Runs on the catalog strand: records kit states, and expires queued rows of removed kits.
@@ -375,7 +534,9 @@ class Daemon {
     for (const auto& p : problems) spdlog::warn("{}", p.text());
   }
 
-  void plan() { asio::post(catalog_strand_, [this] { plan_now(); }); }
+  void plan() {
+    asio::post(catalog_strand_, [this] { plan_now(); });
+  }
 
   // Runs on the catalog strand.
   void plan_now() {
@@ -447,8 +608,7 @@ class Daemon {
         try {
           auto counts = store_.counts_by_state();
           auto next = store_.next_due();
-          idle = counts["sending"] == 0 &&
-                 (!next || *next > system_now() + options_.idle_horizon);
+          idle = counts["sending"] == 0 && (!next || *next > system_now() + options_.idle_horizon);
         } catch (const std::exception& e) {
           spdlog::error("idle check failed: {}", e.what());
         }
@@ -475,13 +635,24 @@ class Daemon {
       delivery_io_.get_executor()};
   std::thread delivery_thread_;
   store::Store store_;
-  asio::thread_pool pool_{2};
+  static constexpr int kPoolThreads = 2;
+  asio::thread_pool pool_{kPoolThreads};
   asio::strand<asio::thread_pool::executor_type> catalog_strand_;
   asio::signal_set signals_;
   asio::steady_timer scan_timer_;
   asio::steady_timer idle_timer_;
   asio::steady_timer watchdog_timer_;
   std::chrono::microseconds watchdog_period_{0};
+  std::atomic<bool> delivery_probe_ran_{true};
+  std::atomic<bool> pool_probe_ran_{true};
+  bool watchdog_stalled_ = false;  // main loop
+  static constexpr std::chrono::seconds kReadinessInterval{2};
+  asio::steady_timer readiness_timer_;
+  Readiness readiness_{3 * kReadinessInterval};
+  metrics::LogThrottle readiness_log_{std::chrono::minutes{1}};  // pool, one check at a time
+#ifdef CHANNELD_FAULT_HOOKS
+  asio::signal_set fault_signals_{io_, SIGUSR1};
+#endif
   SnapshotHolder snapshots_;
   metrics::Registry metrics_;
   Planner planner_;

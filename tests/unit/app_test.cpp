@@ -250,3 +250,42 @@ TEST(Journal, AJournalWhoseReplayFailsIsKeptForTheNextStart) {
 
 }  // namespace
 }  // namespace channeld::app
+
+// ---- what SIGHUP can change ----------------------------------------------------------------
+
+#include <fstream>
+#include <sstream>
+
+#include "app/reload.hpp"
+
+namespace channeld::app {
+namespace {
+
+TEST(RestartOnlyChanges, NamesEveryChangedKeyThatOnlyARestartApplies) {
+  Config before;
+  before.database_url = "postgresql://a";
+  Config after = before;
+  after.smtp.timeout = std::chrono::seconds{5};
+  after.limits.per_domain_per_second = 2;
+  after.delivery.lease = std::chrono::seconds{60};
+  after.vendor.name = "Vendor Two";                         // reloads
+  after.delivery.scan_interval = std::chrono::seconds{5};   // reloads
+  after.delivery.shutdown_grace = std::chrono::seconds{1};  // reloads
+  EXPECT_EQ(
+      restart_only_changes(before, after),
+      (std::vector<std::string>{"smtp.timeout", "limits.per_domain_per_second", "delivery.lease"}));
+  EXPECT_TRUE(restart_only_changes(before, before).empty());
+}
+
+TEST(RestartOnlyChanges, OperationsGuideListsEveryRestartOnlyKey) {
+  std::ifstream file(std::string(CHANNELD_SOURCE_DIR) + "/docs/operations.md");
+  std::stringstream text;
+  text << file.rdbuf();
+  ASSERT_FALSE(text.str().empty());
+  for (const auto& key : restart_only_keys())
+    EXPECT_NE(text.str().find("`" + key + "`"), std::string::npos)
+        << key << " takes effect only at restart but docs/operations.md does not say so";
+}
+
+}  // namespace
+}  // namespace channeld::app

@@ -5,6 +5,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "metrics/log_throttle.hpp"
+
 namespace channeld::metrics {
 namespace {
 
@@ -100,6 +102,36 @@ TEST(LabelSet, EscapesQuotesBackslashesAndNewlinesInValues) {
   EXPECT_EQ(label_set({{"partner", "acme-it"}, {"state", "sent"}}),
             R"({partner="acme-it",state="sent"})");
   EXPECT_EQ(label_set({{"reason", "say \"hi\"\\\nbye"}}), R"({reason="say \"hi\"\\\nbye"})");
+}
+
+}  // namespace
+}  // namespace channeld::metrics
+
+namespace channeld::metrics {
+namespace {
+
+using std::chrono::seconds;
+
+TEST(LogThrottle, ReportsTheFirstFailureAtOnceThenOneLinePerIntervalWithTheCount) {
+  LogThrottle throttle(seconds{60});
+  const LogThrottle::Clock::time_point t0{seconds{1000}};
+  EXPECT_EQ(throttle.failure(t0), 1);
+  for (int i = 1; i < 600; ++i)
+    EXPECT_EQ(throttle.failure(t0 + i * std::chrono::milliseconds{100}), 0);
+  // 60 s after the first report: the 599 held back plus this one.
+  EXPECT_EQ(throttle.failure(t0 + seconds{60}), 600);
+  EXPECT_EQ(throttle.failure(t0 + seconds{61}), 0);
+}
+
+TEST(LogThrottle, SuccessReportsTheWholeOutageAndRearmsTheFirstLine) {
+  LogThrottle throttle(seconds{60});
+  const LogThrottle::Clock::time_point t0{seconds{1000}};
+  EXPECT_EQ(throttle.success(), 0);  // nothing to recover from
+  throttle.failure(t0);
+  throttle.failure(t0 + seconds{1});
+  throttle.failure(t0 + seconds{2});
+  EXPECT_EQ(throttle.success(), 3);
+  EXPECT_EQ(throttle.failure(t0 + seconds{3}), 1);  // a new outage is reported at once
 }
 
 }  // namespace
