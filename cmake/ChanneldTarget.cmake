@@ -21,6 +21,13 @@ function(channeld_set_options target)
     target_compile_options(${target} PRIVATE -fsanitize=thread -fno-omit-frame-pointer -Wno-tsan)
     target_link_options(${target} PRIVATE -fsanitize=thread)
   endif()
+  if(CHANNELD_FUZZ)
+    # Coverage for libFuzzer in every library the targets link; ASan and UBSan catch what a
+    # crash alone would not.
+    target_compile_options(${target} PRIVATE -fsanitize=fuzzer-no-link,address,undefined
+                                             -fno-sanitize=vptr -fno-omit-frame-pointer)
+    target_link_options(${target} PRIVATE -fsanitize=address,undefined -fno-sanitize=vptr)
+  endif()
   # Boost 1.74's asio/awaitable.hpp misses <utility> under GCC 12 in C++20 mode.
   target_compile_options(${target} PRIVATE -include utility)
 endfunction()

@@ -35,7 +35,9 @@ constexpr const char* kHelp = R"(channeld: through-channel marketing daemon
 
 usage:
   channeld [--config FILE] [--until-idle]   run the daemon (default config: /etc/channeld/channeld.toml)
-  channeld check-config [--config FILE]     validate config, partners and kits; exit 0 or print errors
+  channeld check-config [--config FILE] [--startup]
+                                            validate config, partners and kits; exit 0 or print errors
+                                            (--startup: exit 2 only if the daemon cannot run)
   channeld migrate [--config FILE]          apply database migrations and exit
   channeld kits [--config FILE]             list kits: id, version, state, last error
   channeld preview --kit ID --partner ID [--contact EMAIL] [--step ID] [--out DIR] [--config FILE]
@@ -95,18 +97,31 @@ SysTime now() {
   return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
 }
 
+// Two questions, two exit rules. Plain check-config asks "is everything I wrote right?" and
+// exits 2 on any problem. --startup (systemd's ExecStartPre) asks "can the daemon run?": only
+// channeld.toml and the secret files it names can stop it (exit 2); a refused kit, partner or
+// contact file is printed but costs only itself, so the unit still starts.
 int check_config(const Args& args) {
+  const bool startup = args.has("--startup");
   Config config = catalog::load_config(args.config());
+  if (!config.smtp.password_file.empty())
+    read_secret(config.smtp.password_file, "smtp.password_file");
   std::vector<std::string> problems;
-  // Validation renders no link, so it needs no real secret.
+  // Validation renders no link, so it needs no real secret (but a named one must be readable).
   auto snapshot = load_snapshot(config, nullptr, now(), kPreviewSecret, problems);
-  for (const auto& p : problems) std::fprintf(stderr, "%s\n", p.c_str());
+  for (const auto& p : problems)
+    std::fprintf(stderr, "%s%s\n", startup ? "warning: " : "", p.c_str());
   std::size_t live = 0;
   for (const auto& [id, entry] : snapshot->kits)
     if (entry.state != KitState::refused) ++live;
   std::printf("%s: %zu partners, %zu of %zu kits valid%s\n", args.config().c_str(),
               snapshot->partners.partners.size(), live, snapshot->kits.size(),
               problems.empty() ? "" : "; problems above");
+  if (startup) {
+    if (!problems.empty())
+      std::printf("the daemon can start: what is refused above costs only itself\n");
+    return kOk;
+  }
   return problems.empty() ? kOk : kUsage;
 }
 
@@ -124,6 +139,14 @@ int migrate(const Args& args) {
 
 int kits(const Args& args) {
   Config config = catalog::load_config(args.config());
+  // Read here, not from the store: it is what the daemon will find on its next reload.
+  try {
+    std::vector<catalog::Problem> rows;
+    catalog::load_suppressions(config.paths.partners + "/suppressions.csv", rows);
+  } catch (const InputError& e) {
+    std::printf("SENDING HELD: %s: no new message goes out until the suppression file is fixed\n",
+                e.what());
+  }
   store::Store store(config.database_url, 1);
   auto rows = store.kit_states();
   if (rows.empty()) {
@@ -224,6 +247,8 @@ int preview(const Args& args) {
     throw InputError("--partner", "no partner '" + partner_id + "' in " + config.paths.partners);
   const Partner& partner = it->second;
   auto valid = catalog::validate_kit(config.paths.campaigns + "/" + kit_id, config, partners, secret);
+  if (auto held = valid.held_partners.find(partner_id); held != valid.held_partners.end())
+    throw InputError("--partner", partner_id + " is held back from this kit: " + held->second);
   if (auto why = schedule::ineligibility(valid.kit, partner))
     std::fprintf(stderr, "note: partner %s would get nothing from this kit: %s\n",
                  partner_id.c_str(), why->c_str());
@@ -327,7 +352,7 @@ int dispatch(const std::vector<std::string>& argv) {
   const std::string verb = has_verb ? argv[0] : "run";
   std::vector<std::string> rest(argv.begin() + (has_verb ? 1 : 0), argv.end());
   if (verb == "run") return run(Args(rest, {"--config", "--owner"}, {"--until-idle"}));
-  if (verb == "check-config") return check_config(Args(rest, {"--config"}, {}));
+  if (verb == "check-config") return check_config(Args(rest, {"--config"}, {"--startup"}));
   if (verb == "migrate") return migrate(Args(rest, {"--config"}, {}));
   if (verb == "kits") return kits(Args(rest, {"--config"}, {}));
   if (verb == "preview")

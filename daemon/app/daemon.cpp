@@ -16,9 +16,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <optional>
+#include <fstream>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "api/http_server.hpp"
@@ -34,6 +36,7 @@
 #include "deliver/webhook_connector.hpp"
 #include "metrics/log_throttle.hpp"
 #include "metrics/metrics.hpp"
+#include "store/last_good.hpp"
 #include "store/store.hpp"
 
 namespace channeld::app {
@@ -166,8 +169,11 @@ class Daemon {
     if (!applied.empty()) spdlog::info("database: applied {} migrations", applied.size());
     std::vector<std::string> problems;
     link_secret_ = store_.link_secret();
-    snapshots_.publish(load_snapshot(config, nullptr, system_now(), link_secret_, problems));
+    const LastGood last_good = load_last_good();
+    snapshots_.publish(
+        load_snapshot(config, nullptr, system_now(), link_secret_, problems, &last_good));
     for (const auto& p : problems) spdlog::warn("{}", p);
+    save_last_good();
     announce_kits(nullptr);
     import_suppressions();
     // Our own lock first, then what dead daemons left: recorded before anything is claimed, so
@@ -249,6 +255,8 @@ class Daemon {
   void start_http(const Config& config) {
     // Never touches the database: HTTP threads read what the last background check found.
     auto ready = [this] {
+      if (const auto snapshot = snapshots_.get(); !snapshot->sending_held().empty())
+        throw std::runtime_error(snapshot->sending_held());
       const std::string reason = readiness_.not_ready_reason(std::chrono::steady_clock::now());
       if (!reason.empty()) throw std::runtime_error(reason);
       return true;
@@ -466,6 +474,7 @@ class Daemon {
         return;
       }
       for (const auto& p : problems) spdlog::warn("{}", p);
+      save_last_good();
       announce_kits(previous.get());
       import_suppressions();
       plan_now();
@@ -477,6 +486,52 @@ class Daemon {
     for (const auto& key : restart_only_changes(before, after))
       keys += (keys.empty() ? "" : ", ") + key;
     if (!keys.empty()) spdlog::warn("changed but not applied until the daemon restarts: {}", keys);
+  }
+
+  LastGood load_last_good() {
+    LastGood out;
+    try {
+      store::LastGoodFiles files(store_);
+      out.kit_files = files.load(store::LastGoodFiles::Kind::kit);
+      for (auto& [id, by_path] : files.load(store::LastGoodFiles::Kind::partner))
+        if (auto it = by_path.find(""); it != by_path.end()) out.partner_files[id] = it->second;
+    } catch (const std::exception& e) {
+      spdlog::error("reading last good kits and partners failed: {}", e.what());
+    }
+    return out;
+  }
+
+  // Runs at start and on the catalog strand: keeps every kit folder and partner file that
+  // passed as it is now, for the next start (see LastGood).
+  void save_last_good() {
+    const auto snapshot = snapshots_.get();
+    store::LastGoodFiles files(store_);
+    for (const auto& [id, entry] : snapshot->kits) {
+      if (!entry.folder_valid || saved_[id] == entry.live->kit.digest) continue;
+      try {
+        files.save(store::LastGoodFiles::Kind::kit, id, entry.live->kit.digest,
+                   kit_files(entry.live->kit.folder));
+        saved_[id] = entry.live->kit.digest;
+      } catch (const std::exception& e) {
+        spdlog::error("kit {}: keeping its last good version failed: {}", id, e.what());
+      }
+    }
+    for (const auto& [id, partner] : snapshot->partners.partners) {
+      if (snapshot->partners.broken.count(id) != 0) continue;  // carried, not read now
+      try {
+        std::ifstream in(partner.source_file, std::ios::binary);
+        std::ostringstream bytes;
+        bytes << in.rdbuf();
+        if (!in) continue;
+        const std::string text = bytes.str();
+        const std::string digest = std::to_string(std::hash<std::string>{}(text));
+        if (saved_["partner/" + id] == digest) continue;
+        files.save(store::LastGoodFiles::Kind::partner, id, digest, {{"", text}});
+        saved_["partner/" + id] = digest;
+      } catch (const std::exception& e) {
+        spdlog::error("partner {}: keeping its last good version failed: {}", id, e.what());
+      }
+    }
   }
 
   // Runs on the catalog strand: records kit states, and expires queued rows of removed kits.
@@ -519,19 +574,17 @@ class Daemon {
     return row;
   }
 
+  // The snapshot read the file (its bad rows and a refused file are among the problems
+  // logged); what was read is added to the store, which never forgets a suppression.
   void import_suppressions() {
     const auto snapshot = snapshots_.get();
-    const std::string path = snapshot->config.paths.partners + "/suppressions.csv";
-    std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) return;
-    std::vector<catalog::Problem> problems;
+    if (!snapshot->sending_held().empty()) spdlog::error("{}", snapshot->sending_held());
     try {
-      auto rows = catalog::load_suppressions(path, problems);
-      for (const auto& row : rows) store_.suppress(row.email, row.partner_id, row.reason);
+      for (const auto& row : snapshot->suppressions)
+        store_.suppress(row.email, row.partner_id, row.reason);
     } catch (const std::exception& e) {
-      spdlog::error("importing {} failed: {}", path, e.what());
+      spdlog::error("importing suppressions failed: {}", e.what());
     }
-    for (const auto& p : problems) spdlog::warn("{}", p.text());
   }
 
   void plan() {
@@ -668,6 +721,8 @@ class Daemon {
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> stop_work_;
   bool planned_once_ = false;
   std::map<std::string, std::string> done_kits_;  // kit id -> digest marked done (catalog strand)
+  // What save_last_good() last wrote: kit id or "partner/<id>" -> digest (catalog strand).
+  std::map<std::string, std::string> saved_;
 };
 
 }  // namespace

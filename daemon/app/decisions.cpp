@@ -27,11 +27,26 @@ Decision decide(const store::ClaimedMessage& row, const Snapshot& snapshot, SysT
                 const RetryPolicy& policy) {
   using store::OutcomeKind;
   if (row.suppressed) return settle(row.id, OutcomeKind::suppressed, "address is suppressed");
+  // Input errors make a message wait, never settle it: it goes once the file is fixed. Only
+  // a removed kit folder or partner file (a decision, not a mistake) stops it for good.
+  const SysTime look_again = now + snapshot.config.delivery.scan_interval;
+  if (!snapshot.sending_held().empty())
+    return settle(row.id, OutcomeKind::deferred, snapshot.sending_held(), look_again);
   const catalog::ValidKit* kit = snapshot.live_kit(row.kit_id);
-  if (kit == nullptr) return settle(row.id, OutcomeKind::expired, "kit is no longer live");
+  if (kit == nullptr) {
+    if (snapshot.kits.count(row.kit_id) != 0)
+      return settle(row.id, OutcomeKind::deferred, "kit is refused; waiting for a fix", look_again);
+    return settle(row.id, OutcomeKind::expired, "kit is no longer live");
+  }
   const Partner* partner = snapshot.partner(row.partner_id);
+  if (partner == nullptr && snapshot.partners.broken.count(row.partner_id) != 0)
+    return settle(row.id, OutcomeKind::deferred, "partner file is refused; waiting for a fix",
+                  look_again);
   if (partner == nullptr || !partner->active)
     return settle(row.id, OutcomeKind::expired, "partner is removed or suspended");
+  if (auto held = kit->held_partners.find(row.partner_id); held != kit->held_partners.end())
+    return settle(row.id, OutcomeKind::deferred, "partner held back for this kit: " + held->second,
+                  look_again);
   const auto* zone = date::locate_zone(partner->timezone);
   if (schedule::expired(kit->kit, zone, now))
     return settle(row.id, OutcomeKind::expired, "kit expired");

@@ -28,6 +28,9 @@ struct Sendable {
 // Either a Sendable, or the outcome that settles the row without sending: suppressed; kit
 // removed, expired or without this step; partner removed or suspended (expired); outside the
 // send window (deferred to the next opening, not an attempt); out of attempts (failed).
+// Input errors defer (for delivery.scan_interval, not an attempt) and never settle: the
+// suppression file unreadable (nothing goes out), the kit refused with no good version, the
+// partner file refused with no good version, the partner held back for this kit.
 struct Decision {
   std::optional<Sendable> send;
   std::optional<store::Outcome> settle;

@@ -41,6 +41,9 @@ Planner::Result Planner::run(const Snapshot& snapshot, SysTime now) {
     const Kit& kit = entry.live->kit;
     for (const auto& [partner_id, partner] : snapshot.partners.partners) {
       if (schedule::ineligibility(kit, partner)) continue;
+      // Held back (its data does not fit this kit; load_snapshot logged why): plan nothing,
+      // so fixing the data plans it with the audience as it then is.
+      if (entry.live->held_partners.count(partner_id) != 0) continue;
       const auto* zone = date::locate_zone(partner.timezone);
       if (schedule::expired(kit, zone, now)) continue;
       for (std::size_t i = 0; i < kit.steps.size(); ++i) {
@@ -61,9 +64,11 @@ Planner::Result Planner::run(const Snapshot& snapshot, SysTime now) {
         }
         if (store_.expanded(kit.id, step.id, partner.id, digest)) continue;
         try {
-          expand(kit, step, partner, due, digest, result);
-        } catch (const InputError& e) {
-          // An unreadable contacts file holds back this partner only.
+          expand(kit, step, partner, due, digest, snapshot.config.limits.contact_field_bytes,
+                 result);
+        } catch (const std::exception& e) {
+          // Whatever one partner's contacts file does costs that partner only; the pass goes
+          // on, and the next pass tries again (nothing was marked expanded).
           spdlog::error("kit {} step {}: partner {} not queued: {}", kit.id, step.id, partner.id,
                         e.what());
         }
@@ -74,8 +79,8 @@ Planner::Result Planner::run(const Snapshot& snapshot, SysTime now) {
 }
 
 void Planner::expand(const Kit& kit, const Step& step, const Partner& partner, SysTime due,
-                     const std::string& audience_digest, Result& result) {
-  catalog::ContactReader reader(partner.contacts_file);
+                     const std::string& audience_digest, std::size_t field_bytes, Result& result) {
+  catalog::ContactReader reader(partner.contacts_file, field_bytes);
   std::vector<store::NewMessage> batch;
   batch.reserve(kBatch);
   std::size_t inserted = 0;

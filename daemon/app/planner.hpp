@@ -33,7 +33,7 @@ class Planner {
 
  private:
   void expand(const Kit& kit, const Step& step, const Partner& partner, SysTime due,
-              const std::string& audience_digest, Result& result);
+              const std::string& audience_digest, std::size_t field_bytes, Result& result);
   // Hashing a large CSV every scan would be wasteful: reuse the digest while size and mtime
   // are unchanged.
   std::string audience_digest(const std::string& path);

@@ -34,19 +34,29 @@ std::chrono::seconds parse_duration(const std::string& text, const std::string& 
 struct PartnerSet {
   std::map<std::string, Partner> partners;  // by id
   std::vector<Problem> problems;            // files that did not load
+  // Partner files present but refused, by file stem (the id they should have): their partner
+  // is broken, not removed, so its queued mail waits instead of being settled.
+  std::map<std::string, std::string> broken;
 };
 
-// Loads every `<id>.toml` in `dir`. A bad file is reported in `problems` and skipped; the other
-// partners load.
+// Loads every `<id>.toml` in `dir`. A bad file is reported in `problems` and `broken` and
+// skipped; the other partners load. The contacts file and webhook secret_file must resolve
+// (symlinks followed) inside `dir`.
 PartnerSet load_partners(const std::string& dir);
 
+// Loads one partner file; `dir` is the partners folder its relative paths are resolved
+// against (the file itself may be elsewhere: a last good copy). Throws InputError.
+Partner load_partner_file(const std::string& file, const std::string& dir);
+
 // Streams a contacts CSV (RFC 4180, UTF-8, header row) one row at a time, so a million-row file
-// never sits in memory. Bad rows (wrong field count, invalid email, duplicate email) are
-// reported with file:line and skipped.
+// never sits in memory. Bad rows (wrong field count, invalid email, duplicate email, a field
+// that is not UTF-8 or longer than `field_bytes`, a line break or control character in a name)
+// are reported with file:line and the column, and skipped.
 class ContactReader {
  public:
-  // Throws InputError if the file cannot be opened or its header lacks the required columns.
-  explicit ContactReader(const std::string& path);
+  // Throws InputError if the file cannot be opened or its header lacks the required columns,
+  // has an empty, duplicate or non-UTF-8 column name.
+  explicit ContactReader(const std::string& path, std::size_t field_bytes = 4096);
   ~ContactReader();
   ContactReader(const ContactReader&) = delete;
   ContactReader& operator=(const ContactReader&) = delete;
@@ -88,11 +98,17 @@ Kit load_kit(const std::string& folder);
 struct ValidKit {
   Kit kit;
   std::shared_ptr<const render::KitTemplates> templates;
+  // Eligible partners this kit cannot be rendered for (a variable their data lacks, a contacts
+  // file with a bad header), by id, with why. Only they are held back: nothing is planned for
+  // them and their queued mail of this kit waits until a reload clears the problem.
+  std::map<std::string, std::string> held_partners{};
 };
 
-// Full pre-flight of a kit folder: load_kit, compile its templates, and a trial render for every
-// eligible partner (with that partner's contact CSV columns). A variable missing for one partner
-// is an error that names the partner. Throws InputError with everything that is wrong.
+// Full pre-flight of a kit folder: load_kit, compile its templates (within config.limits, every
+// file inside the kit folder or paths.templates), and a trial render for every eligible partner
+// (with that partner's contact CSV columns). A problem that only some partners have holds back
+// those partners (ValidKit::held_partners); one every eligible partner has refuses the kit.
+// Throws InputError with everything that is wrong.
 ValidKit validate_kit(const std::string& folder, const Config& config, const PartnerSet& partners,
                       const std::string& link_secret);
 

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -91,6 +92,51 @@ bool is_partner_id(std::string_view text) {
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
   }
   return true;
+}
+
+std::size_t invalid_utf8_at(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    auto c = static_cast<unsigned char>(text[i]);
+    std::size_t length = c < 0x80             ? 1
+                         : (c & 0xe0) == 0xc0 ? 2
+                         : (c & 0xf0) == 0xe0 ? 3
+                         : (c & 0xf8) == 0xf0 ? 4
+                                              : 0;
+    if (length == 0 || i + length > text.size()) return i;
+    std::uint32_t cp = length == 1 ? c : c & (0x7f >> length);
+    for (std::size_t k = 1; k < length; ++k) {
+      auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xc0) != 0x80) return i;
+      cp = (cp << 6) | (next & 0x3f);
+    }
+    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8.
+    static constexpr std::uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[length] || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) return i;
+    i += length;
+  }
+  return std::string_view::npos;
+}
+
+bool has_control_character(std::string_view text) {
+  for (unsigned char c : text) {
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return true;
+  }
+  return false;
+}
+
+std::string contained_path(const std::string& path, const std::string& folder,
+                           const std::string& where, const std::string& what) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path resolved = fs::weakly_canonical(fs::absolute(path), ec);
+  fs::path root = ec ? fs::path() : fs::weakly_canonical(fs::absolute(folder), ec);
+  if (ec) throw InputError(where, what + " " + path + " cannot be resolved: " + ec.message());
+  if (!path_within(resolved.string(), root.string())) {
+    throw InputError(where, what + " " + path + " leads outside " + root.string() + " (to " +
+                                resolved.string() + "); it must stay in that folder");
+  }
+  return resolved.string();
 }
 
 bool is_hex_color(std::string_view text) {

@@ -20,10 +20,21 @@ bool is_email(std::string_view text);
 bool is_http_url(std::string_view text);
 // Partner ids: [a-z0-9-]+. They appear in file names, URLs and tokens.
 bool is_partner_id(std::string_view text);
+// The offset of the first byte that is not part of well-formed UTF-8 (RFC 3629: no overlong
+// forms, no surrogates), or npos.
+std::size_t invalid_utf8_at(std::string_view text);
+// CR, LF or another C0 control character but tab, or DEL: not allowed in a value that may
+// reach a header line.
+bool has_control_character(std::string_view text);
 // "#rgb" or "#rrggbb": the value is pasted into CSS, where a typo silently breaks the layout.
 bool is_hex_color(std::string_view text);
 // Three upper-case letters, as ISO 4217 codes are written.
 bool is_currency_code(std::string_view text);
+
+// `path` resolved (symlinks followed) if it lies inside `folder` (resolved too); otherwise
+// throws InputError(where, ...) naming what it is and where it leads. The file may not exist.
+std::string contained_path(const std::string& path, const std::string& folder,
+                           const std::string& where, const std::string& what);
 
 // `path` made absolute against `base_dir` unless it already is; "" stays "" (meaning unset).
 std::string resolve_path(const std::string& base_dir, const std::string& path);

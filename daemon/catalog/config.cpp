@@ -2,9 +2,11 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
+#include <utility>
 
 #include "catalog/catalog.hpp"
 #include "catalog/checks.hpp"
@@ -94,7 +96,7 @@ template <typename Int>
 void read_count(TomlTable& table, const std::string& key, Int& out, std::int64_t min) {
   auto value = table.integer(key);
   if (!value) return;
-  if (*value < min || *value > std::numeric_limits<Int>::max()) {
+  if (*value < min || std::cmp_greater(*value, std::numeric_limits<Int>::max())) {
     throw table.error(
         key, "must be at least " + std::to_string(min) + ", got " + std::to_string(*value));
   }
@@ -179,13 +181,60 @@ void read_http(TomlTable& root, const std::string& base, Config& config) {
   t.refuse_unknown_keys();
 }
 
+// Everything a send would trip over, found before the first send: scheme, inline credentials
+// (they would sit in a world-readable file and in logs; the password belongs in
+// smtp.password_file), host and port. The value is echoed only when it holds no credentials.
+void check_smtp_url(TomlTable& t, const std::string& url) {
+  std::string_view rest = url;
+  if (rest.starts_with("smtp://")) {
+    rest.remove_prefix(7);
+  } else if (rest.starts_with("smtps://")) {
+    rest.remove_prefix(8);
+  } else {
+    throw t.error("url", "must start with smtp:// or smtps://");
+  }
+  std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  if (authority.find('@') != std::string_view::npos) {
+    throw t.error("url",
+                  "must not carry a user name or password: use smtp.username and "
+                  "smtp.password_file");
+  }
+  if (authority.find_first_of(" \t\r\n") != std::string_view::npos)
+    throw t.error("url", "'" + url + "' contains white space or a line break");
+  std::string_view host = authority;
+  std::string_view port;
+  if (host.starts_with("[")) {
+    auto close = host.find(']');
+    if (close == std::string_view::npos) throw t.error("url", "'" + url + "': unclosed '['");
+    port = host.substr(close + 1);
+    host = host.substr(1, close - 1);
+    if (!port.empty() && !port.starts_with(":"))
+      throw t.error("url", "'" + url + "': text after the IPv6 address");
+    if (!port.empty()) port.remove_prefix(1);
+  } else if (auto colon = host.rfind(':'); colon != std::string_view::npos) {
+    port = host.substr(colon + 1);
+    host = host.substr(0, colon);
+  }
+  if (host.empty()) throw t.error("url", "'" + url + "' names no host");
+  for (char c : host) {
+    bool ok =
+        std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' || c == '_';
+    if (!ok)
+      throw t.error("url", "'" + url + "': host '" + std::string(host) + "' is not a host name");
+  }
+  if (!port.empty() || authority.ends_with(":")) {
+    int number = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
+    if (ec != std::errc() || end != port.data() + port.size() || number < 1 || number > 65535)
+      throw t.error("url", "'" + url + "': port '" + std::string(port) + "' is not 1 to 65535");
+  }
+}
+
 void read_smtp(TomlTable& root, const std::string& base, Config& config) {
   TomlTable t = required_table(root, "smtp", "with from_address = \"...\"");
   auto& s = config.smtp;
   if (auto url = t.string("url")) {
-    if (!url->starts_with("smtp://") && !url->starts_with("smtps://")) {
-      throw t.error("url", "'" + *url + "' must start with smtp:// or smtps://");
-    }
+    check_smtp_url(t, *url);
     s.url = *url;
   }
   s.username = t.string("username").value_or("");
@@ -255,6 +304,13 @@ void read_limits(TomlTable& root, Config& config) {
   read_rate(*t, "messages_per_second", config.limits.messages_per_second);
   read_rate(*t, "per_partner_per_second", config.limits.per_partner_per_second);
   read_rate(*t, "per_domain_per_second", config.limits.per_domain_per_second);
+  auto& l = config.limits;
+  read_count(*t, "template_bytes", l.template_bytes, 1024);
+  read_count(*t, "template_expansion_bytes", l.template_expansion_bytes, 1024);
+  read_count(*t, "template_tags", l.template_tags, 16);
+  read_count(*t, "partial_depth", l.partial_depth, 1);
+  read_count(*t, "message_bytes", l.message_bytes, 4096);
+  read_count(*t, "contact_field_bytes", l.contact_field_bytes, 64);
   t->refuse_unknown_keys();
 }
 

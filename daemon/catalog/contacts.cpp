@@ -175,8 +175,34 @@ struct ContactReader::Impl {
   std::vector<Problem> problems;
   std::size_t unlisted_problems = 0;
   bool finished = false;
+  std::size_t field_bytes;
+  std::vector<std::string> column_names;  // as written, for messages
 
-  explicit Impl(const std::string& file) : path(file), csv(file) {}
+  Impl(const std::string& file, std::size_t field_limit)
+      : path(file), csv(file), field_bytes(field_limit) {}
+
+  // Why the current record cannot be a contact, or "". Every value is checked, not only those
+  // the kits use today: a row planned into the outbox must render for any kit.
+  std::string bad_field() const {
+    for (std::size_t i = 0; i < record.fields.size(); ++i) {
+      const std::string& value = record.fields[i];
+      const std::string& name = column_names[i];
+      if (value.size() > field_bytes) {
+        return name + " is " + std::to_string(value.size()) +
+               " bytes, over limits.contact_field_bytes (" + std::to_string(field_bytes) + ")";
+      }
+      if (auto at = detail::invalid_utf8_at(value); at != std::string_view::npos) {
+        return name + " is not valid UTF-8 (byte " + std::to_string(at + 1) +
+               "); save the file as UTF-8";
+      }
+    }
+    // Names go into the To header, where a line break would start a header of its own.
+    for (std::size_t r = 1; r <= 2; ++r) {
+      if (detail::has_control_character(record.fields[required_index[r]]))
+        return std::string(kRequiredColumns[r]) + " contains a line break or control character";
+    }
+    return {};
+  }
 
   void report(std::size_t line, std::string message) {
     if (problems.size() < kMaxListedProblems) {
@@ -199,6 +225,9 @@ struct ContactReader::Impl {
     std::vector<std::string> seen_names;
     for (std::size_t i = 0; i < record.fields.size(); ++i) {
       std::string name(detail::trim(record.fields[i]));
+      if (detail::invalid_utf8_at(name) != std::string_view::npos) {
+        throw InputError(where, "header column " + std::to_string(i + 1) + " is not valid UTF-8");
+      }
       if (name.empty()) {
         throw InputError(where, "header column " + std::to_string(i + 1) + " has no name");
       }
@@ -216,6 +245,7 @@ struct ContactReader::Impl {
         throw InputError(where, "header column '" + name + "' appears twice");
       }
       seen_names.push_back(name);
+      column_names.push_back(name);
       if (!required) {
         extra_index.push_back(i);
         extra_columns.push_back(name);
@@ -240,6 +270,10 @@ struct ContactReader::Impl {
       if (record.fields.size() != column_count) {
         report(record.line, std::to_string(record.fields.size()) + " fields, but the header has " +
                                 std::to_string(column_count));
+        continue;
+      }
+      if (auto bad = bad_field(); !bad.empty()) {
+        report(record.line, bad);
         continue;
       }
       std::string email = detail::lower_ascii(detail::trim(record.fields[required_index[0]]));
@@ -274,7 +308,8 @@ struct ContactReader::Impl {
   }
 };
 
-ContactReader::ContactReader(const std::string& path) : impl_(std::make_unique<Impl>(path)) {
+ContactReader::ContactReader(const std::string& path, std::size_t field_bytes)
+    : impl_(std::make_unique<Impl>(path, field_bytes)) {
   impl_->read_header();
 }
 

@@ -176,6 +176,8 @@ Step read_step(TomlTable& t) {
       throw t.error("payload", "is for webhook steps; an email step has subject, html and text");
     }
     step.subject = required_nonempty(t, "subject");
+    if (detail::has_control_character(step.subject))
+      throw t.error("subject", "must be a single line without control characters");
     step.html_template = required_nonempty(t, "html");
     step.text_template = required_nonempty(t, "text");
   } else {
@@ -297,6 +299,9 @@ Kit load_kit(const std::string& folder) {
         "id", "'" + kit.id + "' does not match the folder name '" + dir.filename().string() + "'");
   }
   kit.name = required_nonempty(root, "name");
+  // The name is in the List-Id header.
+  if (detail::has_control_character(kit.name))
+    throw root.error("name", "must be a single line without control characters");
   auto version = root.integer("version");
   if (!version) throw InputError(root.where(), "missing required key 'version'");
   if (*version < 1 || *version > INT_MAX) {
@@ -366,30 +371,41 @@ ValidKit validate_kit(const std::string& folder, const Config& config, const Par
                       const std::string& link_secret) {
   ValidKit valid;
   valid.kit = load_kit(folder);
-  valid.templates = render::KitTemplates::compile(valid.kit, config.paths.templates);
+  valid.templates = render::KitTemplates::compile(valid.kit, config.paths.templates, config.limits);
 
   std::vector<std::string> problems;
+  std::size_t eligible = 0;
   for (const auto& [id, partner] : partners.partners) {
     if (!partner.active || schedule::ineligibility(valid.kit, partner)) continue;
+    ++eligible;
     std::vector<std::string> columns;
     try {
       // Only the header is read: the columns decide which contact.* variables exist.
-      columns = ContactReader(partner.contacts_file).extra_columns();
+      columns =
+          ContactReader(partner.contacts_file, config.limits.contact_field_bytes).extra_columns();
     } catch (const InputError& e) {
+      valid.held_partners.emplace(id, e.what());
       problems.push_back("partner '" + id + "': " + e.what());
       continue;
     }
     render::Context context{&config, &valid.kit, &partner, link_secret};
+    std::string held;
     auto missing = valid.templates->missing_variables(context, columns);
-    for (const auto& m : missing)
+    for (const auto& m : missing) {
       problems.push_back("partner '" + id + "': " + m + " is not defined");
+      held += (held.empty() ? "" : "; ") + m + " is not defined";
+    }
     if (missing.empty()) {
       for (const auto& problem : trial_payloads(valid, context, columns)) {
         problems.push_back("partner '" + id + "': " + problem);
+        held += (held.empty() ? "" : "; ") + problem;
       }
     }
+    if (!held.empty()) valid.held_partners.emplace(id, held);
   }
-  if (!problems.empty()) {
+  // A mistake every partner trips over is the kit's own (a misspelt variable): refuse it. One
+  // only some partners' data trips over costs those partners alone.
+  if (!problems.empty() && valid.held_partners.size() == eligible) {
     std::string message;
     for (const auto& problem : problems) message += (message.empty() ? "" : "\n") + problem;
     throw InputError((fs::path(valid.kit.folder) / "kit.toml").string(), message);

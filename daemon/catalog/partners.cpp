@@ -79,8 +79,8 @@ Branding read_branding(TomlTable& t) {
   b.postal_address = t.string("postal_address").value_or("");
   b.sender_name = t.string("sender_name").value_or("");
   // The sender name goes into a From header; a line break there would forge headers.
-  if (b.sender_name.find_first_of("\r\n") != std::string::npos) {
-    throw t.error("sender_name", "must be a single line");
+  if (detail::has_control_character(b.sender_name)) {
+    throw t.error("sender_name", "must be a single line without control characters");
   }
   b.reply_to = t.string("reply_to").value_or("");
   if (!b.reply_to.empty() && !detail::is_email(b.reply_to)) {
@@ -107,6 +107,10 @@ Partner load_partner(const fs::path& file, const std::string& dir) {
   }
   p.name = root.required_string("name");
   if (detail::trim(p.name).empty()) throw root.error("name", "must not be empty");
+  // The name is the From display name unless branding.sender_name is set.
+  if (detail::has_control_character(p.name)) {
+    throw root.error("name", "must be a single line without control characters");
+  }
 
   std::string tier = root.required_string("tier");
   auto parsed_tier = tier_from_string(tier);
@@ -140,7 +144,8 @@ Partner load_partner(const fs::path& file, const std::string& dir) {
 
   std::string contacts = root.required_string("contacts");
   if (detail::trim(contacts).empty()) throw root.error("contacts", "must name a CSV file");
-  p.contacts_file = detail::resolve_path(dir, contacts);
+  p.contacts_file = detail::contained_path(detail::resolve_path(dir, contacts), dir,
+                                           root.where("contacts"), "contacts file");
 
   if (auto branding = root.table("branding")) p.branding = read_branding(*branding);
 
@@ -153,6 +158,10 @@ Partner load_partner(const fs::path& file, const std::string& dir) {
     // Unsigned webhooks would let anyone who learns the URL forge channeld's calls.
     w.secret_file = detail::resolve_path(dir, webhook->required_string("secret_file"));
     if (w.secret_file.empty()) throw webhook->error("secret_file", "must name a file");
+    // A partner file may name only a secret in the partners folder: not the link key, not
+    // /etc/shadow. Checked before the file is read.
+    w.secret_file =
+        detail::contained_path(w.secret_file, dir, webhook->where("secret_file"), "secret file");
     w.key = deliver::webhook_key_from_secret(read_secret_file(w.secret_file), w.secret_file);
     webhook->refuse_unknown_keys();
     p.webhook = std::move(w);
@@ -174,6 +183,10 @@ Partner load_partner(const fs::path& file, const std::string& dir) {
 }
 
 }  // namespace
+
+Partner load_partner_file(const std::string& file, const std::string& dir) {
+  return load_partner(fs::path(file), dir);
+}
 
 PartnerSet load_partners(const std::string& dir) {
   std::vector<fs::path> files;
@@ -197,6 +210,7 @@ PartnerSet load_partners(const std::string& dir) {
       set.partners.emplace(std::move(id), std::move(partner));
     } catch (const InputError& e) {
       set.problems.push_back(problem_from(e));
+      set.broken.emplace(file.stem().string(), e.what());
     }
   }
   return set;

@@ -5,6 +5,13 @@
 
 namespace channeld {
 
+bool path_within(std::string_view file, std::string_view folder) {
+  while (folder.size() > 1 && folder.back() == '/') folder.remove_suffix(1);
+  if (folder.empty() || !file.starts_with(folder)) return false;
+  // "/srv/kits/q4-old" is not inside "/srv/kits/q4".
+  return file.size() == folder.size() || file[folder.size()] == '/' || folder == "/";
+}
+
 std::int64_t parse_minor_units(std::string_view text, const std::string& where) {
   auto bad = [&] {
     return InputError(where, "'" + std::string(text) +

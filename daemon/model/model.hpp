@@ -30,6 +30,14 @@ class InputError : public std::runtime_error {
   std::string where_;
 };
 
+// ---- files --------------------------------------------------------------------------------
+
+// True if `file` lies inside `folder` (or is it), comparing whole path elements. Both must be
+// absolute and already resolved (std::filesystem::weakly_canonical: symlinks followed, no
+// "." or ".."); this is the pure half of the "files stay in their folders" rule, the callers
+// resolve.
+bool path_within(std::string_view file, std::string_view folder);
+
 // ---- money --------------------------------------------------------------------------------
 
 // An amount in integer minor units (cents) with its currency. Never a double.
@@ -211,6 +219,14 @@ struct Config {
     double messages_per_second = 200;    // 0 = unlimited
     double per_partner_per_second = 50;  // 0 = unlimited
     double per_domain_per_second = 0;    // per recipient domain; 0 = unlimited
+    // Input bounds (docs/formats.md "Limits"): far above any real kit or list, low enough
+    // that a hostile or broken file costs milliseconds and megabytes, never the process.
+    std::size_t template_bytes = 1 << 20;            // one template or partial file
+    std::size_t template_expansion_bytes = 4 << 20;  // one part with its partials inlined
+    int partial_depth = 16;                          // partials including partials
+    std::size_t message_bytes = 10 << 20;            // one rendered message, all parts
+    std::size_t contact_field_bytes = 4096;          // one contact CSV field
+    std::size_t template_tags = 20000;  // {{tags}} in one part once inlined: validation work
   } limits;
 
   struct Delivery {

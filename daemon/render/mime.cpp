@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +16,8 @@ constexpr std::size_t kHeaderLine = 78;
 // An encoded-word is at most 75 characters; "=?UTF-8?B?" + "?=" take 12, and 39 input bytes
 // make 52 base64 characters, so "Subject: " plus one word still fits in 78.
 constexpr std::size_t kEncodedChunk = 39;
+// The longest header name a mailbox follows here ("Reply-To: ", "List-Id: ").
+constexpr std::size_t kMailboxPrefix = 10;
 // Quoted-printable lines are at most 76 characters including the "=" of a soft break.
 constexpr std::size_t kQpLine = 75;
 
@@ -112,7 +115,15 @@ std::string date(SysTime t) {
 
 std::string unstructured(std::string_view name, std::string_view value) {
   // "=?" in plain text could be read back as an encoded-word, so such text is encoded too.
-  if (!is_printable_ascii(value) || value.find("=?") != std::string_view::npos) {
+  // So is a word too long to fit a folded line, which only encoded-words can split.
+  std::size_t longest_word = 0;
+  for (std::size_t i = 0; i < value.size();) {
+    std::size_t next = std::min(value.find(' ', i + 1), value.size());
+    longest_word = std::max(longest_word, next - i);
+    i = next;
+  }
+  if (!is_printable_ascii(value) || value.find("=?") != std::string_view::npos ||
+      name.size() + 2 + longest_word > kHeaderLine) {
     return encoded_words(value);
   }
   // Fold before a space whenever the next word would run past 78 characters; unfolding
@@ -156,10 +167,16 @@ std::string mailbox(std::string_view display_name, std::string_view address) {
       out += c;
     }
     out += '"';
-  } else {
-    out += encoded_words(display_name);
   }
-  out += " <";
+  // A name that would not fit one line goes out as encoded-words, one per folded line: a
+  // quoted-string cannot be folded inside, and relays refuse lines past 998 characters.
+  if (out.empty() || kMailboxPrefix + out.size() + address.size() + 3 > kHeaderLine) {
+    out = encoded_words(display_name);
+  }
+  const std::size_t newline = out.rfind('\n');
+  const std::size_t last_line =
+      newline == std::string::npos ? kMailboxPrefix + out.size() : out.size() - newline - 1;
+  out += last_line + address.size() + 3 > kHeaderLine ? "\r\n <" : " <";
   out.append(address);
   out += '>';
   return out;

@@ -25,7 +25,9 @@ std::string date(SysTime t);
 std::string unstructured(std::string_view name, std::string_view value);
 
 // A mailbox: `address` alone when `display_name` is empty, otherwise the name as an atom
-// phrase, a quoted-string or encoded-words (whichever it needs), then <address>.
+// phrase or quoted-string when the whole header fits one 78-character line, else as folded
+// encoded-words (so a 3,000-character name still sends); then <address>, on a line of its own
+// if it would not fit.
 std::string mailbox(std::string_view display_name, std::string_view address);
 
 // Appends `text` as quoted-printable: line ends become CRLF, no line exceeds 76 characters,

@@ -290,8 +290,8 @@ bool shows(const Part& part, const std::string& name) {
 
 class CompiledKit final : public KitTemplates {
  public:
-  CompiledKit(const Kit& kit, const std::string& templates_dir) {
-    source::Library library(kit.folder, templates_dir);
+  CompiledKit(const Kit& kit, const std::string& templates_dir, const Config::Limits& limits) {
+    source::Library library(kit.folder, templates_dir, limits);
     std::string kit_toml = kit.folder + "/kit.toml";
     for (const Step& step : kit.steps) {
       std::string where = kit_toml + ": step '" + step.id + "'";
@@ -424,8 +424,9 @@ Context make_context(const Config& config, const Kit& kit, const Partner& partne
 }
 
 std::shared_ptr<const KitTemplates> KitTemplates::compile(const Kit& kit,
-                                                          const std::string& templates_dir) {
-  return std::make_shared<const CompiledKit>(kit, templates_dir);
+                                                          const std::string& templates_dir,
+                                                          const Config::Limits& limits) {
+  return std::make_shared<const CompiledKit>(kit, templates_dir, limits);
 }
 
 // ---- rendering --------------------------------------------------------------------------
@@ -445,6 +446,13 @@ RenderedEmail render_email(const KitTemplates& templates, const Step& step, cons
   email.subject = trim_spaces(render_part(*compiled_step.subject, scope.data, message));
   email.html = render_part(*compiled_step.html, scope.data, message);
   email.text = render_part(*compiled_step.text, scope.data, message);
+  if (email.html.size() + email.text.size() > config.limits.message_bytes) {
+    throw InputError(compiled_step.html->label,
+                     "the rendered message is " +
+                         std::to_string(email.html.size() + email.text.size()) +
+                         " bytes, over limits.message_bytes (" +
+                         std::to_string(config.limits.message_bytes) + ")");
+  }
   email.message_id = message_id_for(idempotency_key, config.smtp.from_address);
   email.envelope_from = config.smtp.from_address;
   email.recipient = contact.email;

@@ -43,9 +43,12 @@ class KitTemplates {
   // folder or templates_dir) and every partial they reference. Throws InputError naming the
   // file (and line where known) for a missing file or a mustache syntax error, for
   // `{{=<% %>=}}` delimiter changes (unsupported), for a partial that includes itself, and for
-  // an email step whose HTML or text part never shows {{links.unsubscribe}}.
+  // an email step whose HTML or text part never shows {{links.unsubscribe}}; for a file that
+  // leads (through a symlink) outside the folder it was found in; and for a file, partial
+  // depth, inlined size or tag count past `limits` (the error names the config key).
   static std::shared_ptr<const KitTemplates> compile(const Kit& kit,
-                                                     const std::string& templates_dir);
+                                                     const std::string& templates_dir,
+                                                     const Config::Limits& limits = {});
   virtual ~KitTemplates() = default;
 
   // Variables referenced by this kit's templates that do not resolve for this partner and a

@@ -50,8 +50,28 @@ TagKind Library::tag_kind(TokenKind kind) {
   }
 }
 
-Library::Library(std::string kit_folder, std::string templates_dir)
-    : kit_folder_(std::move(kit_folder)), templates_dir_(std::move(templates_dir)) {}
+Library::Library(std::string kit_folder, std::string templates_dir, const Config::Limits& limits)
+    : kit_folder_(std::move(kit_folder)),
+      templates_dir_(std::move(templates_dir)),
+      limits_(limits) {}
+
+// Checked while inlining, not after: ten partials each including the next ten times would be
+// ten billion copies; this stops at the first few megabytes.
+void Library::check_size(const Assembled& out, const std::string& origin) const {
+  if (out.text.size() > limits_.template_expansion_bytes) {
+    throw InputError(origin,
+                     "with its partials inlined the template passes "
+                     "limits.template_expansion_bytes (" +
+                         std::to_string(limits_.template_expansion_bytes) +
+                         " bytes): are partials included many times over?");
+  }
+  if (out.tags.size() > limits_.template_tags) {
+    throw InputError(origin,
+                     "with its partials inlined the template has more than "
+                     "limits.template_tags (" +
+                         std::to_string(limits_.template_tags) + ") tags");
+  }
+}
 
 // Finds tags exactly where kainjow's parser does ("{{" opens; "{{{" closes with "}}}"), so the
 // file and line we report are those of the tag kainjow will render.
@@ -144,14 +164,29 @@ const Library::File& Library::load(const std::string& name, const std::string& r
         referenced_by,
         "template name '" + name + "' must be a relative path inside the kit or templates folder");
   }
-  std::vector<fs::path> candidates{fs::path(kit_folder_) / name};
-  if (!templates_dir_.empty()) candidates.push_back(fs::path(templates_dir_) / name);
-  for (const auto& candidate : candidates) {
+  std::vector<std::string> folders{kit_folder_};
+  if (!templates_dir_.empty()) folders.push_back(templates_dir_);
+  for (const auto& folder : folders) {
+    const fs::path candidate = fs::path(folder) / name;
     std::error_code ec;
     if (!fs::is_regular_file(candidate, ec)) continue;
     std::string path = candidate.lexically_normal().string();
     if (auto it = files_.find(path); it != files_.end()) return it->second;
-    std::ifstream in(candidate, std::ios::binary);
+    // A symlink (or a linked folder on the way) may lead anywhere: to /etc/passwd or to the
+    // link-signing key, which a preview or a real email would then carry.
+    const fs::path resolved = fs::weakly_canonical(candidate, ec);
+    const fs::path root = ec ? fs::path() : fs::weakly_canonical(folder, ec);
+    if (ec || !path_within(resolved.string(), root.string())) {
+      throw InputError(path, "template leads outside " + folder + " (to " + resolved.string() +
+                                 "): templates must stay in the kit or templates folder");
+    }
+    const auto size = fs::file_size(resolved, ec);
+    if (!ec && size > limits_.template_bytes) {
+      throw InputError(path, "template is " + std::to_string(size) +
+                                 " bytes, over limits.template_bytes (" +
+                                 std::to_string(limits_.template_bytes) + ")");
+    }
+    std::ifstream in(resolved, std::ios::binary);
     std::ostringstream bytes;
     bytes << in.rdbuf();
     if (!in) throw InputError(path, "cannot read template");
@@ -186,6 +221,10 @@ void Library::expand(const File& file, Assembled& out, std::vector<std::string>&
           throw InputError(origin, "partial '" + token.name + "' includes itself (" + cycle +
                                        fs::path(partial.path).filename().string() + ")");
         }
+        if (chain.size() > static_cast<std::size_t>(limits_.partial_depth)) {
+          throw InputError(origin, "partials nest deeper than limits.partial_depth (" +
+                                       std::to_string(limits_.partial_depth) + ")");
+        }
         chain.push_back(partial.path);
         expand(partial, out, chain, body, html, bodies);
         chain.pop_back();
@@ -200,16 +239,19 @@ void Library::expand(const File& file, Assembled& out, std::vector<std::string>&
           out.text += body->text;
           out.tags.insert(out.tags.end(), body->tags.begin(), body->tags.end());
           ++bodies;
+          check_size(out, origin);
           break;
         }
         [[fallthrough]];
       default:
         out.text.append(file.text, token.begin, token.end - token.begin);
-        out.tags.push_back(Tag{tag_kind(token.kind), token.name, std::move(origin)});
+        out.tags.push_back(Tag{tag_kind(token.kind), token.name, origin});
+        check_size(out, origin);
         break;
     }
   }
   out.text.append(file.text, pos, std::string::npos);
+  check_size(out, file.path);
 }
 
 Assembled Library::file(const std::string& name, const std::string& referenced_by) {

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "model/model.hpp"
+
 namespace channeld::render::source {
 
 enum class TagKind { variable, unescaped, section, inverted, section_end };
@@ -25,10 +27,13 @@ struct Assembled {
 };
 
 // The template files of one kit: names resolve in the kit folder first, then in the shared
-// templates folder. Each file is read and checked once, however often it is used.
+// templates folder. Each file is read and checked once, however often it is used. A file
+// (symlinks followed) must lie inside the folder it was found in. Sizes, partial depth and
+// the inlined size and tag count of each part are bounded by `limits`; the error names the
+// limit's config key.
 class Library {
  public:
-  Library(std::string kit_folder, std::string templates_dir);
+  Library(std::string kit_folder, std::string templates_dir, const Config::Limits& limits);
 
   // The file `name` (as written in kit.toml) with its partials inlined. `referenced_by` names
   // where the name was written, for the error if the file is missing.
@@ -61,9 +66,11 @@ class Library {
   const File& load(const std::string& name, const std::string& referenced_by);
   void expand(const File& file, Assembled& out, std::vector<std::string>& chain,
               const Assembled* body, bool html, int& bodies);
+  void check_size(const Assembled& out, const std::string& origin) const;
 
   std::string kit_folder_;
   std::string templates_dir_;
+  Config::Limits limits_;
   std::map<std::string, File> files_;  // by resolved path
 };
 

@@ -73,6 +73,15 @@ inline std::string lower_ascii(std::string_view text) {
 
 // The password inside a libpq conninfo or URI, so messages can be scrubbed of it; empty if none.
 std::string password_in(const std::string& url);
+
+// `[database] url` in either libpq form (URI or key=value), as SOCI must be given it, and the
+// password it holds (to scrub from messages). Throws StoreError, without the password, if
+// libpq cannot parse it.
+struct ConnectString {
+  std::string soci;
+  std::string password;
+};
+ConnectString connect_string(const std::string& url);
 // `message` with every occurrence of `secret` replaced by "***".
 std::string redact(std::string message, const std::string& secret);
 
@@ -83,8 +92,8 @@ struct Store::Impl {
   // A slot is touched only by the thread leasing it; the pool's lock orders the hand-overs.
   std::vector<char> suspect;
 
-  Impl(const std::string& url, std::size_t size)
-      : password(password_in(url)), pool(size), suspect(size, 0) {}
+  Impl(std::string password_, std::size_t size)
+      : password(std::move(password_)), pool(size), suspect(size, 0) {}
 
   // A session borrowed from the pool for one call, returned on destruction.
   class Lease {

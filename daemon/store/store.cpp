@@ -5,6 +5,7 @@
 #include <soci/soci.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <random>
 #include <set>
@@ -54,8 +55,64 @@ std::string_view outcome_text(OutcomeKind kind) {
 
 }  // namespace
 
+namespace {
+
+// RFC 3986 percent-encoding of everything but unreserved characters: the result holds no
+// space, quote, '=' or '&', whatever the value.
+std::string percent_encode(std::string_view value) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : value) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// SOCI 4.0's PostgreSQL backend re-reads the connect string as space-separated key=value pairs
+// (to take out its own "singlerows" option) and writes each back as key + "=" + value, unquoted:
+// a URI, which has no "=", comes back as ".../channeld=" (database "channeld=" does not exist),
+// and a quoted value holding a space or a quote is cut apart. So libpq parses the url itself,
+// and SOCI gets one token it passes through unchanged: a URI whose every setting is a
+// percent-encoded query parameter. The first "=" of that token is the one after the first
+// parameter's name, which SOCI splits at and puts back.
+ConnectString connect_string(const std::string& url) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+  if (options == nullptr) {
+    std::string why = error != nullptr ? error : "out of memory";
+    PQfreemem(error);
+    while (!why.empty() && why.back() == '\n') why.pop_back();
+    // libpq's messages quote the text around the mistake, which may be the password.
+    throw StoreError("database.url is not a libpq connection string or URI: " +
+                     redact(why, password_in(url)));
+  }
+  ConnectString out;
+  std::string query;
+  for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) continue;
+    if (std::string_view(o->keyword) == "password") out.password = o->val;
+    query += query.empty() ? "?" : "&";
+    query += o->keyword;
+    query += '=';
+    query += percent_encode(o->val);
+  }
+  PQconninfoFree(options);
+  // With no setting at all, libpq's defaults (PGHOST, the socket, the user's name) apply.
+  out.soci = query.empty() ? "" : "postgresql://" + query;
+  return out;
+}
+
 // The password in a libpq conninfo ("password=x" or "password='x y'") or URI
 // ("postgresql://user:x@host"), so error messages can be scrubbed of it. Empty if none.
+// A best effort for text libpq could not parse; parsed urls take the password from libpq.
 std::string password_in(const std::string& url) {
   if (url.find("://") != std::string::npos) {
     const auto authority = url.find("://") + 3;
@@ -230,11 +287,12 @@ std::string idempotency_key(const std::string& kit_id, const std::string& step_i
   return kit_id + "/" + step_id + "/" + partner_id + "/" + lower_ascii(email);
 }
 
-Store::Store(const std::string& url, std::size_t pool_size)
-    : impl_(std::make_unique<Impl>(url, std::max<std::size_t>(pool_size, 1))) {
+Store::Store(const std::string& url, std::size_t pool_size) {
+  const ConnectString connect = connect_string(url);
+  impl_ = std::make_unique<Impl>(connect.password, std::max<std::size_t>(pool_size, 1));
   for (std::size_t slot = 0; slot < impl_->suspect.size(); ++slot) {
     try {
-      impl_->pool.at(slot).open("postgresql", url);
+      impl_->pool.at(slot).open("postgresql", connect.soci);
     } catch (const soci::soci_error& e) {
       throw StoreError("cannot connect to PostgreSQL: " +
                        redact(e.get_error_message(), impl_->password));

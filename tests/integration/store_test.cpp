@@ -8,13 +8,14 @@
 #include <soci/soci.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cctype>
+#include <cstdio>
 #include <latch>
 #include <set>
 #include <thread>
 
 #include "store/migrations.hpp"
+#include "store/session.hpp"
 #include "support/support.hpp"
 
 namespace channeld::store {
@@ -125,6 +126,29 @@ class StoreTest : public ::testing::Test {
 };
 
 // ---- migrations ----
+
+// No server needed: what SOCI is handed for each libpq form of [database] url.
+TEST(ConnectString, GivesSociOneTokenItPassesThroughForBothLibpqForms) {
+  const auto uri = connect_string("postgresql://channeld:p%40ss%20w@127.0.0.1:5432/channeld");
+  EXPECT_EQ(uri.password, "p@ss w");
+  EXPECT_EQ(uri.soci.find(' '), std::string::npos);
+  EXPECT_NE(uri.soci.find("dbname=channeld"), std::string::npos);
+  EXPECT_NE(uri.soci.back(), '=') << "no '=' appended: " << uri.soci;
+
+  const auto kv = connect_string("host=127.0.0.1 dbname=channeld password='a \\'\"\\\\b'");
+  EXPECT_EQ(kv.password, "a '\"\\b");
+  EXPECT_EQ(kv.soci.find(' '), std::string::npos);
+  EXPECT_EQ(kv.soci.find('\''), std::string::npos);
+}
+
+TEST(ConnectString, RefusesTextLibpqCannotParseWithoutShowingThePassword) {
+  try {
+    connect_string("host=127.0.0.1 password='unclosed secret");
+    ADD_FAILURE() << "expected a StoreError";
+  } catch (const StoreError& e) {
+    EXPECT_EQ(std::string(e.what()).find("unclosed secret"), std::string::npos) << e.what();
+  }
+}
 
 TEST_F(StoreTest, MigrateAppliesEveryMigrationOnceAndThenNothing) {
   const std::string other = testing::fresh_database(database_for_this_test("store_"));

@@ -104,6 +104,37 @@ TEST_F(DecideTest, ExpiresMessagesOfASuspendedPartner) {
   EXPECT_NE(d.settle->detail.find("suspended"), std::string::npos);
 }
 
+TEST_F(DecideTest, HoldsEveryMessageWhileTheSuppressionFileIsUnreadable) {
+  snapshot.suppressions_error = "suppressions.csv:1: unknown column 'partner'";
+  auto d = decide_at(wednesday_morning);
+  ASSERT_TRUE(d.settle.has_value());
+  EXPECT_EQ(d.settle->kind, OutcomeKind::deferred);
+  EXPECT_EQ(d.settle->retry_at, wednesday_morning + snapshot.config.delivery.scan_interval);
+}
+
+TEST_F(DecideTest, HoldsMessagesOfABrokenPartnerFileButExpiresThoseOfARemovedOne) {
+  snapshot.partners.partners.erase("acme-it");
+  EXPECT_EQ(decide_at(wednesday_morning).settle->kind, OutcomeKind::expired);
+  snapshot.partners.broken.emplace("acme-it", "acme-it.toml:3: bad tier");
+  EXPECT_EQ(decide_at(wednesday_morning).settle->kind, OutcomeKind::deferred);
+}
+
+TEST_F(DecideTest, HoldsMessagesOfARefusedKitThatHasNoGoodVersion) {
+  snapshot.kits.at("cloud").live.reset();
+  snapshot.kits.at("cloud").state = KitState::refused;
+  EXPECT_EQ(decide_at(wednesday_morning).settle->kind, OutcomeKind::deferred);
+}
+
+TEST_F(DecideTest, HoldsMessagesOfAPartnerHeldBackForThisKitOnly) {
+  auto held = std::make_shared<catalog::ValidKit>(*snapshot.kits.at("cloud").live);
+  held->held_partners.emplace("acme-it", "acme-it.csv:1: header row lacks last_name");
+  snapshot.kits.at("cloud").live = held;
+  auto d = decide_at(wednesday_morning);
+  ASSERT_TRUE(d.settle.has_value());
+  EXPECT_EQ(d.settle->kind, OutcomeKind::deferred);
+  EXPECT_NE(d.settle->detail.find("last_name"), std::string::npos);
+}
+
 TEST_F(DecideTest, FailsARowLeasedMoreOftenThanTheAttemptLimit) {
   row.attempts = policy.max_attempts + 1;
   auto d = decide_at(wednesday_morning);

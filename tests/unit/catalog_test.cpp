@@ -267,6 +267,28 @@ TEST(Config, RefusesAnInvalidFromAddressAndAWebhookRangeThatIsNotACidr) {
   EXPECT_THAT(error_of([&] { load_config(path); }), HasSubstr("'10.1.0.0/33'"));
 }
 
+TEST(Config, RefusesAnSmtpUrlABadPortOrHostOrInlineCredentialsWithoutEchoingThem) {
+  TempDir dir;
+  std::string path = (dir / "channeld.toml").string();
+  auto write_url = [&](const std::string& url) {
+    std::string text = kMinimalConfig;
+    text.replace(text.find("[smtp]") + 6, 0, "\nurl = \"" + url + "\"");
+    write_file(path, text);
+  };
+  auto with_url = [&](const std::string& url) {
+    write_url(url);
+    return error_of([&] { load_config(path); });
+  };
+  EXPECT_THAT(with_url("smtp://127.0.0.1:99999"), HasSubstr("port '99999' is not 1 to 65535"));
+  EXPECT_THAT(with_url("smtp://relay example:25"), HasSubstr("smtp.url"));
+  EXPECT_THAT(with_url("smtp://:25"), HasSubstr("names no host"));
+  const std::string credentials = with_url("smtps://mailer:hunter2@relay.example:465");
+  EXPECT_THAT(credentials, HasSubstr("smtp.password_file"));
+  EXPECT_THAT(credentials, Not(HasSubstr("hunter2")));
+  write_url("smtp://[::1]:2525");
+  EXPECT_NO_THROW(load_config(path));
+}
+
 TEST(Config, SyntaxErrorNamesFileAndLine) {
   TempDir dir;
   std::string path = (dir / "channeld.toml").string();
@@ -391,6 +413,19 @@ opt_in_kits = ["q4-cloud-migration"]
   EXPECT_EQ(p.template_fields.count("region"), 0u);
   EXPECT_FALSE(p.webhook.has_value());
   EXPECT_EQ(p.opt_in_kits, std::vector<std::string>{"q4-cloud-migration"});
+}
+
+TEST(Partners, RefuseAContactsFileOrSecretThatLeadsOutOfThePartnersFolder) {
+  TempDir dir;
+  TempDir elsewhere;
+  write_file(elsewhere / "people.csv", "email,first_name,last_name,company\n");
+  std::filesystem::create_symlink(elsewhere / "people.csv", dir / "acme-it.csv");
+  write_file(dir / "acme-it.toml", kAcme);
+  PartnerSet set = load_partners(dir.path().string());
+  EXPECT_TRUE(set.partners.empty());
+  ASSERT_EQ(set.problems.size(), 1u);
+  EXPECT_THAT(set.problems[0].message, HasSubstr("leads outside"));
+  EXPECT_EQ(set.broken.count("acme-it"), 1u);
 }
 
 TEST(Partners, BadTierIsReportedWithFileLineAndField) {
@@ -537,6 +572,29 @@ TEST(Contacts, BadRowIsReportedWithItsLineAndTheGoodRowsLoad) {
   EXPECT_EQ(reader.problems()[0].text(), path + ":4: 3 fields, but the header has 4");
   EXPECT_EQ(reader.problems()[1].text(), path + ":5: 'not-an-email' is not a valid email address");
   EXPECT_EQ(reader.problems()[2].text(), path + ":6: email is empty");
+}
+
+TEST(Contacts, InvalidUtf8OrAnOversizedFieldSkipsOnlyThatRowNamingLineAndColumn) {
+  TempDir dir;
+  std::string path = (dir / "c.csv").string();
+  write_file(path,
+             "email,first_name,last_name,company\n"  // 1
+             "ann@a.example,Ann,Lee,Acme\n"          // 2
+             "bob@b.example,B\xff\xfe,Stone,Co\n"    // 3
+             "cy@c.example,Cy,Jones," +
+                 std::string(5000, 'x') +
+                 "\n"                                   // 4
+                 "\"di@d.example\",\"Di\rX\",Kay,Co\n"  // 5
+                 "eve@e.example,\xC3\xA9ve,Ng,Co\n");   // 6
+  ContactReader reader(path);
+  auto contacts = read_all(reader);
+  ASSERT_EQ(contacts.size(), 2u);
+  EXPECT_EQ(contacts[1].first_name, "\xC3\xA9ve");
+  ASSERT_EQ(reader.problems().size(), 3u);
+  EXPECT_THAT(reader.problems()[0].text(), HasSubstr(path + ":3: first_name is not valid UTF-8"));
+  EXPECT_THAT(reader.problems()[1].text(), HasSubstr(path + ":4: company is 5000 bytes"));
+  EXPECT_THAT(reader.problems()[1].text(), HasSubstr("limits.contact_field_bytes"));
+  EXPECT_THAT(reader.problems()[2].text(), HasSubstr(path + ":5: first_name contains"));
 }
 
 TEST(Contacts, MultiLineRecordIsReportedAtItsFirstLine) {
@@ -994,14 +1052,38 @@ TEST(ValidateKit, PassesWhenEveryEligiblePartnerHasEveryVariable) {
   EXPECT_NE(valid.templates, nullptr);
 }
 
-TEST(ValidateKit, NamesThePartnerThatLacksAVariable) {
+TEST(ValidateKit, HoldsBackOnlyThePartnerThatLacksAVariableNamingIt) {
   ValidationFixture f;
+  f.load();
+  ValidKit valid = validate_kit(f.folder.string(), f.config, f.partners, "s");
+  ASSERT_EQ(valid.held_partners.size(), 1u);
+  const std::string& why = valid.held_partners.at("plain");
+  EXPECT_THAT(why, HasSubstr("step 'announce' html:"));
+  EXPECT_THAT(why, HasSubstr("partner.branding.logo_url"));
+}
+
+TEST(ValidateKit, RefusesTheKitWhenEveryEligiblePartnerLacksTheVariable) {
+  ValidationFixture f;
+  fs::remove(f.dir / "partners" / "acme-it.toml");
   f.load();
   std::string error = error_of([&] { validate_kit(f.folder.string(), f.config, f.partners, "s"); });
   EXPECT_THAT(error, HasSubstr((f.folder / "kit.toml").string() + ": "));
   EXPECT_THAT(error, HasSubstr("partner 'plain': step 'announce' html:"));
   EXPECT_THAT(error, HasSubstr("partner.branding.logo_url"));
-  EXPECT_THAT(error, Not(HasSubstr("partner 'acme-it'")));
+}
+
+TEST(ValidateKit, HoldsBackAPartnerWhoseContactsHeaderLacksARequiredColumn) {
+  ValidationFixture f;
+  fs::remove(f.dir / "partners" / "plain.toml");
+  write_file(f.dir / "partners" / "acme-it.csv", "email,first_name,company\n");
+  write_file(f.dir / "partners" / "other.toml",
+             replaced(replaced(kAcme, "acme-it\"", "other\""), "acme-it.csv", "other.csv"));
+  write_file(f.dir / "partners" / "other.csv", "email,first_name,last_name,company\n");
+  f.load();
+  ValidKit valid = validate_kit(f.folder.string(), f.config, f.partners, "s");
+  ASSERT_EQ(valid.held_partners.count("acme-it"), 1u);
+  EXPECT_THAT(valid.held_partners.at("acme-it"), HasSubstr("acme-it.csv:1: header row lacks"));
+  EXPECT_EQ(valid.held_partners.count("other"), 0u);
 }
 
 TEST(ValidateKit, RefusesAWebhookPayloadThatDoesNotRenderAsJson) {

@@ -5,6 +5,20 @@
 namespace channeld {
 namespace {
 
+TEST(PathWithin, AcceptsTheFolderAndWhatLiesBelowIt) {
+  EXPECT_TRUE(path_within("/srv/kits/q4", "/srv/kits/q4"));
+  EXPECT_TRUE(path_within("/srv/kits/q4/body.mustache", "/srv/kits/q4"));
+  EXPECT_TRUE(path_within("/srv/kits/q4/a/b", "/srv/kits/q4/"));
+  EXPECT_TRUE(path_within("/etc/passwd", "/"));
+}
+
+TEST(PathWithin, RefusesASiblingThatOnlySharesAPrefix) {
+  EXPECT_FALSE(path_within("/srv/kits/q4-old/body.mustache", "/srv/kits/q4"));
+  EXPECT_FALSE(path_within("/etc/passwd", "/srv/kits/q4"));
+  EXPECT_FALSE(path_within("/srv/kits", "/srv/kits/q4"));
+  EXPECT_FALSE(path_within("/srv/kits/q4", ""));
+}
+
 TEST(Money, ParsesDecimalStringsIntoMinorUnits) {
   EXPECT_EQ(parse_minor_units("5000.00", "x"), 500000);
   EXPECT_EQ(parse_minor_units("12", "x"), 1200);

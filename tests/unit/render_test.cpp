@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "render/mime.hpp"
 #include "support/support.hpp"
 
 namespace channeld {
@@ -576,6 +577,116 @@ TEST(BundledSamples, TheWebinarKitRendersForAContactWithoutAName) {
   auto email = render::render_email(*templates, invite, ctx, nameless, "k", kDate);
   EXPECT_THAT(email.text, HasSubstr("Hi there,"));
   EXPECT_EQ(header(email.mime, "To"), "ops@example.com");
+}
+
+// ---- input limits, containment, header folding ---------------------------------------------
+
+TEST_F(RenderTest, RefusesExponentialPartialsQuicklyNamingTheLimit) {
+  // p0 includes p1 ten times, p1 includes p2 ten times, ...: 10^10 copies if nothing stops it.
+  for (int i = 0; i < 10; ++i) {
+    std::string body = "x";
+    for (int k = 0; k < 10; ++k) body += "{{> p" + std::to_string(i + 1) + "}}";
+    write("p" + std::to_string(i) + ".mustache", body);
+  }
+  write("p10.mustache", std::string(100, 'y'));
+  write("announce.html.mustache", "{{> p0}}");
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_THAT(compile_error(), HasSubstr("limits.template_expansion_bytes"));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
+}
+
+TEST_F(RenderTest, RefusesPartialsNestedPastTheDepthLimit) {
+  for (int i = 0; i < 20; ++i)
+    write("n" + std::to_string(i) + ".mustache", "{{> n" + std::to_string(i + 1) + "}}");
+  write("n20.mustache", "end");
+  write("announce.html.mustache", "{{> n0}}");
+  EXPECT_THAT(compile_error(), HasSubstr("limits.partial_depth"));
+}
+
+TEST_F(RenderTest, RefusesATemplateFileOverTheSizeLimit) {
+  write("announce.html.mustache", std::string((1 << 20) + 1, 'a'));
+  EXPECT_THAT(compile_error(), HasSubstr("limits.template_bytes"));
+}
+
+TEST_F(RenderTest, RefusesATemplateThatIsASymlinkOutOfTheKitFolder) {
+  testing::TempDir elsewhere;
+  testing::write_file(elsewhere / "secret.txt", "the link-signing key");
+  std::filesystem::create_symlink(elsewhere / "secret.txt", dir_ / "notes.mustache");
+  write("announce.html.mustache", "{{> notes}}{{links.unsubscribe}}");
+  const std::string error = compile_error();
+  EXPECT_THAT(error, HasSubstr("leads outside"));
+  EXPECT_THAT(error, Not(HasSubstr("the link-signing key")));
+}
+
+TEST_F(RenderTest, AcceptsASymlinkThatStaysInsideTheKitFolder) {
+  write("real.mustache", "<p>real</p>");
+  std::filesystem::create_symlink(dir_ / "real.mustache", dir_ / "alias.mustache");
+  write("announce.html.mustache", "{{> alias}}");
+  EXPECT_THAT(render().html, HasSubstr("<p>real</p>"));
+}
+
+TEST_F(RenderTest, RefusesAMessageOverTheRenderedSizeLimit) {
+  config_.limits.message_bytes = 4096;
+  write("announce.html.mustache", std::string(5000, 'a'));
+  EXPECT_THROW(render(), InputError);
+}
+
+TEST_F(RenderTest, FoldsAThreeThousandCharacterSenderNameIntoShortHeaderLines) {
+  partner_.branding.sender_name = std::string(3000, 'A') + " Partner";
+  contact_.first_name = std::string(1500, 'b');
+  auto email = render();
+  const std::string head = email.mime.substr(0, email.mime.find("\r\n\r\n"));
+  bool in_mailbox = false;  // inside From or To, or one of their continuation lines
+  std::size_t start = 0;
+  while (start < head.size()) {
+    std::size_t end = head.find("\r\n", start);
+    if (end == std::string::npos) end = head.size();
+    const std::string line = head.substr(start, end - start);
+    if (line[0] != ' ') in_mailbox = line.starts_with("From: ") || line.starts_with("To: ");
+    if (in_mailbox) {
+      EXPECT_LE(line.size(), 78u) << line;
+    }
+    EXPECT_LE(line.size(), 998u);
+    start = end + 2;
+  }
+  EXPECT_THAT(head, HasSubstr("<partners@"));
+  EXPECT_THAT(head, HasSubstr("<dana.reyes@example.com>"));
+}
+
+TEST(HeaderEncoding, KeepsEveryEncodedWordWithin75CharactersAndEveryLineWithin78) {
+  for (const std::string& name :
+       {std::string(3000, 'x'), std::string(700, 'e') + "\xC3\xA9" + std::string(10, ' '),
+        std::string("Zo\xC3\xAB \"The\" Partner, Inc.")}) {
+    const std::string box = render::mime::mailbox(name, "partners@mkt.vendor.example");
+    const std::string header = "Reply-To: " + box;
+    std::size_t start = 0;
+    while (start < header.size()) {
+      std::size_t end = std::min(header.find("\r\n", start), header.size());
+      EXPECT_LE(end - start, 78u);
+      start = end + 2;
+    }
+    for (std::size_t at = box.find("=?"); at != std::string::npos; at = box.find("=?", at + 2)) {
+      std::size_t close = box.find("?=", at + 10);
+      ASSERT_NE(close, std::string::npos);
+      EXPECT_LE(close + 2 - at, 75u);
+      at = close;
+    }
+  }
+}
+
+TEST(HeaderEncoding, KeepsAShortPlainNameReadable) {
+  EXPECT_EQ(render::mime::mailbox("Acme IT", "a@b.example"), "Acme IT <a@b.example>");
+  EXPECT_EQ(render::mime::mailbox("Acme, Inc.", "a@b.example"), "\"Acme, Inc.\" <a@b.example>");
+}
+
+TEST(HeaderEncoding, EncodesASubjectWordTooLongToFold) {
+  const std::string value = render::mime::unstructured("Subject", std::string(200, 'k'));
+  EXPECT_EQ(value.rfind("=?UTF-8?B?", 0), 0u);
+  for (std::size_t start = 0; start < value.size();) {
+    std::size_t end = std::min(value.find("\r\n", start), value.size());
+    EXPECT_LE(end - start, 78u);
+    start = end + 2;
+  }
 }
 
 }  // namespace
