@@ -11,11 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "api/auth.hpp"
 #include "app/daemon.hpp"
 #include "app/snapshot.hpp"
 #include "catalog/catalog.hpp"
 #include "render/render.hpp"
 #include "schedule/schedule.hpp"
+#include "store/engagement.hpp"
 #include "store/store.hpp"
 
 namespace channeld::app {
@@ -37,6 +39,9 @@ usage:
   channeld kits [--config FILE]             list kits: id, version, state, last error
   channeld preview --kit ID --partner ID [--contact EMAIL] [--step ID] [--out DIR] [--config FILE]
                                             render one message to DIR (.eml and .html) without sending
+  channeld token create --role admin|finance|partner:ID --name NAME [--config FILE]
+                                            print a new API token once (stored only as a hash)
+  channeld token revoke NAME [--config FILE]
   channeld --version | --help
 
 options:
@@ -190,6 +195,53 @@ int preview(const Args& args) {
   return kOk;
 }
 
+// `token create` prints the token on stdout and nothing else there, so scripts can capture it;
+// the database keeps only its SHA-256 (see api/auth.hpp for why not bcrypt).
+int token(const std::vector<std::string>& argv) {
+  const std::string usage =
+      "usage: channeld token create --role admin|finance|partner:ID --name NAME, or channeld "
+      "token revoke NAME";
+  if (argv.empty()) throw InputError("", usage);
+  const std::string action = argv[0];
+  std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (action == "create") {
+    Args args(rest, {"--config", "--role", "--name"}, {});
+    const std::string role = args.required("--role");
+    const std::string name = args.required("--name");
+    if (!api::parse_role(role))
+      throw InputError("--role", "'" + role + "' is not admin, finance or partner:ID");
+    Config config = catalog::load_config(args.config());
+    store::Store store(config.database_url, 1);
+    store.migrate();
+    store::Engagement engagement(store);
+    if (engagement.token_by_name_exists(name))
+      throw InputError("--name", "a token named '" + name + "' exists; revoke it first");
+    const std::string secret = api::new_token();
+    engagement.add_token(name, api::token_hash(secret), role);
+    std::printf("%s\n", secret.c_str());
+    std::fflush(stdout);
+    std::fprintf(stderr, "token '%s' (%s) created; it is shown only this once\n", name.c_str(),
+                 role.c_str());
+    return kOk;
+  }
+  if (action == "revoke") {
+    if (rest.empty() || rest[0].rfind("--", 0) == 0) throw InputError("", usage);
+    const std::string name = rest[0];
+    Args args(std::vector<std::string>(rest.begin() + 1, rest.end()), {"--config"}, {});
+    Config config = catalog::load_config(args.config());
+    store::Store store(config.database_url, 1);
+    store.migrate();
+    store::Engagement engagement(store);
+    if (!engagement.revoke_token(name, now())) {
+      std::fprintf(stderr, "channeld: no live token named '%s'\n", name.c_str());
+      return kUsage;
+    }
+    std::printf("token '%s' revoked\n", name.c_str());
+    return kOk;
+  }
+  throw InputError("", "unknown token action '" + action + "'; " + usage);
+}
+
 int run(const Args& args) {
   DaemonOptions options;
   options.config_path = args.config();
@@ -216,7 +268,8 @@ int dispatch(const std::vector<std::string>& argv) {
   if (verb == "kits") return kits(Args(rest, {"--config"}, {}));
   if (verb == "preview")
     return preview(Args(rest, {"--config", "--kit", "--partner", "--contact", "--step", "--out"}, {}));
-  if (verb == "report" || verb == "claims" || verb == "token") {
+  if (verb == "token") return token(rest);
+  if (verb == "report" || verb == "claims") {
     std::fprintf(stderr, "channeld %s: not available in this version yet\n", verb.c_str());
     return kUsage;
   }

@@ -488,6 +488,75 @@ TEST(LinkTokens, RefusesToMintWithAnEmptySecret) {
 
 // ---- webhook payloads -----------------------------------------------------------------------
 
+// ---- tracking -------------------------------------------------------------------------------
+
+// The href values of <a> tags, in order.
+std::vector<std::string> hrefs(const std::string& html) {
+  std::vector<std::string> out;
+  for (auto at = html.find("href=\""); at != std::string::npos; at = html.find("href=\"", at + 1)) {
+    auto end = html.find('"', at + 6);
+    out.push_back(html.substr(at + 6, end - at - 6));
+  }
+  return out;
+}
+
+TEST_F(RenderTest, RewritesTheKitsLinksToClickTokensThatNameTheMessageAndTheLink) {
+  write("announce.html.mustache",
+        "<p><a href=\"https://www.acme-it.example/cloud?utm_source=x&amp;contact={{contact.first_name}}\">"
+        "Plan</a> <A class=\"b\" HREF='http://vendor.example/guide'>Guide</A> "
+        "<a href=\"mailto:sales@acme-it.example\">Mail</a></p>");
+  auto email = render("q4/announce/acme-it/dana.reyes@example.com");
+
+  ASSERT_EQ(email.links.size(), 2u);
+  EXPECT_EQ(email.links[0], "https://www.acme-it.example/cloud?utm_source=x&contact=Dana");
+  EXPECT_EQ(email.links[1], "http://vendor.example/guide");
+  auto links = hrefs(email.html);
+  ASSERT_EQ(links.size(), 3u) << email.html;  // the mailto and unsubscribe links stay
+  EXPECT_EQ(links[1], "mailto:sales@acme-it.example");
+  EXPECT_THAT(links[2], HasSubstr("https://mkt.vendor.example/u/"));
+  const std::string prefix = "https://mkt.vendor.example/c/";
+  ASSERT_EQ(links[0].rfind(prefix, 0), 0u) << links[0];
+  auto first = render::verify_click_token(kSecret, links[0].substr(prefix.size()));
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->idempotency_key, "q4/announce/acme-it/dana.reyes@example.com");
+  EXPECT_EQ(first->index, 0);
+  EXPECT_EQ(first->link_digest, render::link_digest(email.links[0]));
+  auto second_at = email.html.find("HREF='") + 6;
+  auto second = render::verify_click_token(
+      kSecret, email.html.substr(second_at + prefix.size(),
+                                 email.html.find('\'', second_at) - second_at - prefix.size()));
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->index, 1);
+  EXPECT_THAT(email.html, Not(HasSubstr("www.acme-it.example/cloud")));
+  EXPECT_THAT(email.text, HasSubstr("Hello Dana")) << "the text part is left alone";
+}
+
+TEST_F(RenderTest, AddsAnOpenPixelForTheMessageJustBeforeTheBodyEnds) {
+  auto email = render("q4/announce/acme-it/dana.reyes@example.com");
+  const std::string prefix = "<img src=\"https://mkt.vendor.example/o/";
+  auto at = email.html.find(prefix);
+  ASSERT_NE(at, std::string::npos) << email.html;
+  EXPECT_LT(at, email.html.find("</body>"));
+  auto token = email.html.substr(at + prefix.size(),
+                                 email.html.find('"', at + prefix.size()) - at - prefix.size());
+  EXPECT_EQ(render::verify_open_token(kSecret, token),
+            "q4/announce/acme-it/dana.reyes@example.com");
+  EXPECT_THAT(email.html, HasSubstr("alt=\"\""));
+}
+
+TEST(LinkTokens, AnAlteredClickTokenOrOneOfAnotherKindDoesNotVerify) {
+  const std::string key = "q4/announce/acme-it/dana@example.com";
+  auto token = render::click_token(kSecret, key, 2, "https://acme-it.example/a");
+  ASSERT_TRUE(render::verify_click_token(kSecret, token));
+  std::string altered = token;
+  altered[3] = altered[3] == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(render::verify_click_token(kSecret, altered));
+  EXPECT_FALSE(render::verify_click_token("another-secret", token));
+  EXPECT_FALSE(render::verify_open_token(kSecret, token));
+  EXPECT_FALSE(render::verify_click_token(kSecret, render::open_token(kSecret, key)));
+  EXPECT_FALSE(render::verify_click_token(kSecret, render::view_token(kSecret, key)));
+}
+
 TEST_F(RenderTest, EscapesWebhookPayloadValuesAsJson) {
   write("lead.json.mustache",
         "{\"email\": \"{{contact.email}}\", \"company\": \"{{contact.company}}\", "
