@@ -31,6 +31,25 @@ struct Scope {
 
 namespace {
 
+char lower(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+bool starts_with_nocase(std::string_view text, std::string_view prefix) {
+  if (text.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    if (lower(text[i]) != lower(prefix[i])) return false;
+  }
+  return true;
+}
+
+std::size_t find_nocase(std::string_view text, std::string_view needle, std::size_t from) {
+  for (std::size_t i = from; i + needle.size() <= text.size(); ++i) {
+    if (starts_with_nocase(text.substr(i), needle)) return i;
+  }
+  return std::string_view::npos;
+}
+
 // Empty values are false rather than "": a section such as {{#contact.first_name}} then reads
 // as "if there is a first name", while {{contact.first_name}} still renders as nothing.
 mus::data value(const std::string& text) {
@@ -288,6 +307,33 @@ bool shows(const Part& part, const std::string& name) {
   });
 }
 
+// Marketers often write a kit's HTML as a whole document. The layout already is one, so such a
+// template gives the layout its body only: the part between <body ...> and </body>, preceded
+// by the <style> blocks of its <head> (email clients that keep styles read them in the body
+// too). Everything else of the document (doctype, <html>, <head>, <title>) is dropped. A
+// template without <body is left as it is.
+void take_document_body(source::Assembled& part) {
+  const std::string& text = part.text;
+  const std::size_t body = find_nocase(text, "<body", 0);
+  if (body == std::string::npos) return;
+  const std::size_t open_end = text.find('>', body);
+  if (open_end == std::string::npos) return;
+  std::size_t close = std::string::npos;
+  for (std::size_t at = find_nocase(text, "</body", open_end); at != std::string::npos;
+       at = find_nocase(text, "</body", at + 1)) {
+    close = at;
+  }
+  if (close == std::string::npos) close = text.size();
+  std::string styles;
+  for (std::size_t at = find_nocase(text, "<style", 0); at != std::string::npos && at < body;
+       at = find_nocase(text, "<style", at + 1)) {
+    const std::size_t end = find_nocase(text, "</style>", at);
+    if (end == std::string::npos || end > body) break;
+    styles.append(text, at, end + 8 - at).append("\n");
+  }
+  part.text = styles + text.substr(open_end + 1, close - open_end - 1);
+}
+
 class CompiledKit final : public KitTemplates {
  public:
   CompiledKit(const Kit& kit, const std::string& templates_dir) {
@@ -305,9 +351,10 @@ class CompiledKit final : public KitTemplates {
         }
         compiled.subject.emplace(label + " subject", library.text(step.subject, where + " subject"),
                                  Escape::none);
+        source::Assembled html_body = library.file(step.html_template, where);
+        take_document_body(html_body);
         compiled.html.emplace(label + " html",
-                              library.layout("layout.html.mustache",
-                                             library.file(step.html_template, where), true, where),
+                              library.layout("layout.html.mustache", html_body, true, where),
                               Escape::html);
         compiled.text.emplace(label + " text",
                               library.layout("layout.txt.mustache",
@@ -409,25 +456,6 @@ Links links_for(const Scope& scope, const Context& ctx, const Contact& contact,
 }
 
 // ---- tracking ---------------------------------------------------------------------------
-
-char lower(char c) {
-  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool starts_with_nocase(std::string_view text, std::string_view prefix) {
-  if (text.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    if (lower(text[i]) != lower(prefix[i])) return false;
-  }
-  return true;
-}
-
-std::size_t find_nocase(std::string_view text, std::string_view needle, std::size_t from) {
-  for (std::size_t i = from; i + needle.size() <= text.size(); ++i) {
-    if (starts_with_nocase(text.substr(i), needle)) return i;
-  }
-  return std::string_view::npos;
-}
 
 // The entities an HTML-escaping template writes into attribute values, decoded, so the
 // redirect goes to the URL the marketer meant ("?a=1&amp;b=2" is "?a=1&b=2").

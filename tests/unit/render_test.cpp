@@ -488,6 +488,28 @@ TEST(LinkTokens, RefusesToMintWithAnEmptySecret) {
 
 // ---- webhook payloads -----------------------------------------------------------------------
 
+TEST_F(RenderTest, AKitTemplateThatIsAWholeDocumentGivesTheLayoutOnlyItsBodyAndStyles) {
+  write("announce.html.mustache",
+        "<!DOCTYPE html>\n<HTML><head><title>Kit doc</title>"
+        "<style>.cta{color:red}</style></head>\n<body class=\"x\"><p class=\"cta\">Hello "
+        "{{contact.first_name}}</p></body></HTML>\n");
+  auto email = render();
+  auto count = [&](const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = email.html.find(needle); at != std::string::npos;
+         at = email.html.find(needle, at + 1))
+      ++n;
+    return n;
+  };
+  EXPECT_EQ(count("<html>") + count("<HTML>"), 1u) << email.html;
+  EXPECT_EQ(count("<body"), 1u) << email.html;
+  EXPECT_EQ(count("</body>"), 1u) << email.html;
+  EXPECT_THAT(email.html, HasSubstr("<style>.cta{color:red}</style>"));
+  EXPECT_THAT(email.html, HasSubstr("<p class=\"cta\">Hello Dana</p>"));
+  EXPECT_THAT(email.html, Not(HasSubstr("Kit doc")));
+  EXPECT_THAT(email.html, Not(HasSubstr("DOCTYPE")));
+}
+
 // ---- tracking -------------------------------------------------------------------------------
 
 // The href values of <a> tags, in order.
