@@ -89,12 +89,16 @@ SysTime now() {
   return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
 }
 
+std::vector<std::string> kit_warnings(const Snapshot& snapshot);
+
 int check_config(const Args& args) {
   Config config = catalog::load_config(args.config());
   std::vector<std::string> problems;
   // Validation renders no link, so it needs no real secret.
   auto snapshot = load_snapshot(config, nullptr, now(), kPreviewSecret, problems);
   for (const auto& p : problems) std::fprintf(stderr, "%s\n", p.c_str());
+  // Advice, not errors: the exit code stays 0 for a kit that would look like spam.
+  for (const auto& w : kit_warnings(*snapshot)) std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::size_t live = 0;
   for (const auto& [id, entry] : snapshot->kits)
     if (entry.state != KitState::refused) ++live;
@@ -122,12 +126,20 @@ int kits(const Args& args) {
   auto rows = store.kit_states();
   if (rows.empty()) {
     std::printf("no kits recorded yet: the daemon records kits when it loads them\n");
-    return kOk;
+  } else {
+    std::printf("%-28s %-8s %-9s %s\n", "KIT", "VERSION", "STATE", "LAST ERROR");
+    for (const auto& r : rows)
+      std::printf("%-28s %-8d %-9s %s\n", r.kit_id.c_str(), r.version, r.state.c_str(),
+                  r.error.c_str());
   }
-  std::printf("%-28s %-8s %-9s %s\n", "KIT", "VERSION", "STATE", "LAST ERROR");
-  for (const auto& r : rows)
-    std::printf("%-28s %-8d %-9s %s\n", r.kit_id.c_str(), r.version, r.state.c_str(),
-                r.error.c_str());
+  // Deliverability advice comes from the kit folders as they are now; folders that cannot be
+  // read are check-config's to report, not this listing's.
+  try {
+    std::vector<std::string> problems;
+    auto snapshot = load_snapshot(config, nullptr, now(), kPreviewSecret, problems);
+    for (const auto& w : kit_warnings(*snapshot)) std::printf("warning: %s\n", w.c_str());
+  } catch (const std::exception&) {
+  }
   return kOk;
 }
 
@@ -137,6 +149,40 @@ std::optional<Contact> find_contact(const std::string& path, const std::optional
     if (!email || c->email == *email) return c;
   }
   return std::nullopt;
+}
+
+// Deliverability advice for each live kit: its email steps rendered for the first eligible
+// active partner's first contact, as a spam filter would see them.
+std::vector<std::string> kit_warnings(const Snapshot& snapshot) {
+  std::vector<std::string> out;
+  for (const auto& [id, entry] : snapshot.kits) {
+    if (!entry.live) continue;
+    const Kit& kit = entry.live->kit;
+    for (const auto& [partner_id, partner] : snapshot.partners.partners) {
+      if (!partner.active || schedule::ineligibility(kit, partner)) continue;
+      std::optional<Contact> contact;
+      try {
+        contact = find_contact(partner.contacts_file, std::nullopt);
+      } catch (const std::exception&) {
+        continue;  // an unreadable list is reported by validation
+      }
+      if (!contact) continue;
+      const auto ctx = render::make_context(snapshot.config, kit, partner, kPreviewSecret);
+      for (const auto& step : kit.steps) {
+        if (step.channel != Channel::email) continue;
+        try {
+          auto email = render::render_email(*entry.live->templates, step, ctx, *contact,
+                                            "deliverability-check", now());
+          for (auto& w : render::deliverability_warnings(email))
+            out.push_back("kit " + id + " step '" + step.id + "': " + w);
+        } catch (const std::exception&) {
+          // A contact row that breaks the template is the planner's concern, not advice.
+        }
+      }
+      break;
+    }
+  }
+  return out;
 }
 
 int preview(const Args& args) {

@@ -122,6 +122,12 @@ std::optional<ClickTarget> verify_click_token(const std::string& secret, const s
 // A short digest (12 hex digits) of a link: enough to tell one link of a kit from another.
 std::string link_digest(const std::string& url);
 
+// Why a rendered email would look like spam to filters, each a sentence naming the reason;
+// empty when nothing stands out. Checks: little text beside images (SpamAssassin's
+// HTML_IMAGE_ONLY rules), images without alt, an empty text part, links over plain http, URL
+// shorteners, a subject in capitals. Advice only: a kit is never refused for these.
+std::vector<std::string> deliverability_warnings(const RenderedEmail& email);
+
 // Deterministic Message-ID for an idempotency key: the same message re-sent after a crash keeps
 // its Message-ID, so receivers (and our tests) can spot the duplicate. Throws InputError if
 // `from_address` has no domain.

@@ -692,6 +692,23 @@ TEST(Cli, PreviewWritesOnePartnersMessageWithoutSending) {
   EXPECT_THAT(message, HasSubstr("--partner"));
 }
 
+TEST(Cli, CheckConfigAndKitsWarnAboutAKitThatWouldLookLikeSpamWithoutFailing) {
+  auto db = fresh_database("cli_spam_warnings");
+  if (db.empty()) return;
+  Site site(db, 25);
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 1});
+  site.add_kit("k", "", 1,
+               "<p>Hi {{contact.first_name}}, <a href=\"http://acme-it.example/offer\">offer</a></p>");
+  auto [code, out] = run_program(site.channeld({"check-config"}));
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("warning: kit k step 'announce': a link over plain http: "
+                             "http://acme-it.example/offer"));
+  site.migrate();
+  auto [kits_code, kits] = run_program(site.channeld({"kits"}));
+  EXPECT_EQ(kits_code, 0) << kits;
+  EXPECT_THAT(kits, HasSubstr("warning: kit k step 'announce': a link over plain http"));
+}
+
 TEST(Cli, TokenCreatePrintsATokenOnceAndRevokeEndsIt) {
   auto db = fresh_database("cli_tokens");
   if (db.empty()) return;

@@ -510,6 +510,35 @@ TEST_F(RenderTest, AKitTemplateThatIsAWholeDocumentGivesTheLayoutOnlyItsBodyAndS
   EXPECT_THAT(email.html, Not(HasSubstr("DOCTYPE")));
 }
 
+TEST_F(RenderTest, WarnsAboutWhatSpamFiltersHoldAgainstAMessage) {
+  write("layout.html.mustache",
+        "<html><head><title>{{kit.name}}</title></head><body>{{{body}}}"
+        "<a href=\"{{links.unsubscribe}}\">Unsubscribe</a></body></html>\n");
+  write("announce.html.mustache",
+        "<img src=\"https://a.example/logo.png\" alt=\"Acme\"><img src=\"https://b.example/b.png\">"
+        "<p><a href=\"http://acme-it.example/offer\">Offer</a> <a href=\"https://bit.ly/3xYz\">Go</a></p>");
+  write("announce.txt.mustache", " ");
+  kit_.steps = {email_step("FREE CLOUD MIGRATION FOR {{partner.name}}!")};
+  partner_.name = "ACME";
+  auto warnings = render::deliverability_warnings(render());
+  std::string all;
+  for (const auto& w : warnings) all += w + "\n";
+  EXPECT_THAT(all, HasSubstr("little text beside its images"));
+  EXPECT_THAT(all, HasSubstr("1 images without alt text"));
+  EXPECT_THAT(all, HasSubstr("the text part is (almost) empty"));
+  EXPECT_THAT(all, HasSubstr("plain http: http://acme-it.example/offer"));
+  EXPECT_THAT(all, HasSubstr("URL shortener bit.ly"));
+  EXPECT_THAT(all, HasSubstr("the subject is in capitals"));
+  EXPECT_EQ(warnings.size(), 6u) << all;
+}
+
+TEST_F(RenderTest, GivesNoDeliverabilityWarningForAPlainTextRichMessage) {
+  write("announce.html.mustache", "<p>" + std::string(60, 'w') + " " +
+                                      "Hello {{contact.first_name}}, a long enough message. " +
+                                      std::string(400, 'x') + "</p><img src=\"https://a.example/l.png\" alt=\"\">");
+  EXPECT_EQ(render::deliverability_warnings(render()), std::vector<std::string>{});
+}
+
 // ---- tracking -------------------------------------------------------------------------------
 
 // The href values of <a> tags, in order.
@@ -642,6 +671,7 @@ TEST(BundledSamples, TheQ4KitRendersForASamplePartnerWithTheSharedTemplates) {
     EXPECT_THAT(email.html, HasSubstr("https://mkt.vendor.example/u/"));
     EXPECT_THAT(email.text, HasSubstr("Unsubscribe: https://mkt.vendor.example/u/"));
     EXPECT_GT(email.html.size(), 4000u);
+    EXPECT_EQ(render::deliverability_warnings(email), std::vector<std::string>{}) << step.id;
   }
 }
 
@@ -667,6 +697,7 @@ TEST(BundledSamples, TheWebinarKitRendersForAContactWithoutAName) {
   auto email = render::render_email(*templates, invite, ctx, nameless, "k", kDate);
   EXPECT_THAT(email.text, HasSubstr("Hi there,"));
   EXPECT_EQ(header(email.mime, "To"), "ops@example.com");
+  EXPECT_EQ(render::deliverability_warnings(email), std::vector<std::string>{});
 }
 
 }  // namespace
