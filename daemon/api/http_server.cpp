@@ -17,8 +17,10 @@
 #include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <tuple>
+#include <variant>
 
 #include "model/model.hpp"
 
@@ -55,7 +57,52 @@ Response json_error(int status, std::string_view message) {
 Routes::Routes(Readiness ready, metrics::Registry& metrics, DeliveryCounts delivery_counts)
     : ready_(std::move(ready)), metrics_(metrics), delivery_counts_(std::move(delivery_counts)) {}
 
+void Routes::add(std::vector<Route> table) {
+  for (auto& route : table) routes_.push_back(std::move(route));
+}
+
+Response Routes::dispatch(const Route& route, const Request& request) const {
+  if (request.body.size() > route.max_body) {
+    return json_error(
+        413, "request body exceeds " + std::to_string(route.max_body) + " bytes for " + route.path);
+  }
+  std::optional<Principal> principal;
+  if (!route.roles.empty()) {
+    auto who = authenticate(request, tokens_);
+    if (auto* refused = std::get_if<Response>(&who)) return std::move(*refused);
+    principal = std::get<Principal>(std::move(who));
+    if (auto refused = require(*principal, route.roles)) return std::move(*refused);
+  }
+  try {
+    return route.handler(request, principal ? &*principal : nullptr);
+  } catch (...) {
+    return json_error(500, describe(std::current_exception()));
+  }
+}
+
 Response Routes::handle(const Request& request) const {
+  std::vector<const Route*> matching;
+  for (const auto& route : routes_) {
+    const bool prefix = !route.path.empty() && route.path.back() == '/';
+    if (prefix ? request.path.rfind(route.path, 0) == 0 && request.path.size() > route.path.size()
+               : request.path == route.path) {
+      matching.push_back(&route);
+    }
+  }
+  if (!matching.empty()) {
+    const std::string method = request.method == "HEAD" ? "GET" : request.method;
+    std::string allow;
+    for (const Route* route : matching) {
+      if (route->method == method) return dispatch(*route, request);
+      allow += (allow.empty() ? "" : ", ") + route->method;
+      if (route->method == "GET") allow += ", HEAD";
+    }
+    Response refused = json_error(
+        405, "method " + request.method + " is not allowed on " + request.path + "; use " + allow);
+    refused.headers.emplace("Allow", allow);
+    return refused;
+  }
+
   using Handler = Response (*)(const Routes&);
   static const std::map<std::string, Handler, std::less<>> kReadOnly{
       {"/healthz", [](const Routes&) { return text(200, "ok"); }},
@@ -74,6 +121,13 @@ Response Routes::handle(const Request& request) const {
         405, "method " + request.method + " is not allowed on " + request.path + "; use GET");
     refused.headers.emplace("Allow", kReadOnlyMethods);
     return refused;
+  }
+  if (request.path.rfind("/v1/", 0) == 0) {
+    // Counts span every partner: an operator's and finance's view, never a partner's.
+    auto who = authenticate(request, tokens_);
+    if (auto* refused = std::get_if<Response>(&who)) return std::move(*refused);
+    if (auto refused = require(std::get<Principal>(who), {Role::admin, Role::finance}))
+      return std::move(*refused);
   }
   // Callbacks reach the database; whatever they throw is this request's failure, never the
   // worker thread's.
@@ -504,6 +558,7 @@ Request from_httplib(const httplib::Request& in) {
     out.headers.emplace(std::move(lower), value);
   }
   out.body = in.body;
+  for (const auto& [name, field] : in.files) out.form.emplace(name, field.content);
   return out;
 }
 

@@ -23,28 +23,24 @@
 #include <thread>
 #include <vector>
 
+#include "api/auth.hpp"
+#include "api/message.hpp"
 #include "metrics/metrics.hpp"
 #include "store/store.hpp"
 
 namespace channeld::api {
 
-struct Request {
-  std::string method;                          // "GET", "HEAD", "POST", ...
-  std::string path;                            // decoded, without the query string
-  std::map<std::string, std::string> query;    // first value of each parameter
-  std::map<std::string, std::string> headers;  // names lower-cased
-  std::string body;
+// One endpoint beyond the built-in ones (tracking, unsubscribe, results, leads, MDF claims and
+// reports). Handlers run on HTTP worker threads, concurrently: they must be thread-safe.
+struct Route {
+  std::string method;  // "GET" (also answers HEAD) or "POST"
+  std::string path;    // exact, or a prefix when it ends in '/' ("/u/" matches "/u/<token>")
+  // Empty: no token needed. Otherwise the request needs a token with one of these roles (401
+  // without one, 403 with another role) and the handler gets its Principal.
+  std::vector<Role> roles;
+  std::function<Response(const Request&, const Principal*)> handler;
+  std::size_t max_body = 64 * 1024;  // larger bodies get 413 before the handler runs
 };
-
-struct Response {
-  int status = 200;
-  std::string content_type = "text/plain; charset=utf-8";
-  std::string body;
-  std::map<std::string, std::string> headers;  // beyond Content-Type and Content-Length
-};
-
-// {"error": message} with the given status: every error this API returns has this shape.
-Response json_error(int status, std::string_view message);
 
 class Routes {
  public:
@@ -56,17 +52,26 @@ class Routes {
 
   Routes(Readiness ready, metrics::Registry& metrics, DeliveryCounts delivery_counts);
 
-  // GET (or HEAD) /healthz, /readyz, /metrics and /v1/deliveries; anything else is a JSON 404,
-  // or 405 with an Allow header for a known path and another method.
+  // Adds endpoints, matched before the built-in ones. Call before the server starts.
+  void add(std::vector<Route> table);
+  // How API tokens are checked. Without it every endpoint that needs a token answers 401.
+  void set_token_lookup(TokenLookup lookup) { tokens_ = std::move(lookup); }
+
+  // GET (or HEAD) /healthz, /readyz, /metrics and /v1/deliveries (admin or finance token), then
+  // the added routes; anything else is a JSON 404, or 405 with an Allow header for a known
+  // path and another method.
   Response handle(const Request& request) const;
 
  private:
   Response readyz() const;
   Response deliveries() const;
+  Response dispatch(const Route& route, const Request& request) const;
 
   Readiness ready_;
   metrics::Registry& metrics_;
   DeliveryCounts delivery_counts_;
+  TokenLookup tokens_;
+  std::vector<Route> routes_;
 };
 
 // `http.listen` split into its parts: "127.0.0.1:8025", "[::1]:8025", "localhost:0".

@@ -13,11 +13,13 @@
 #include <vector>
 
 #include "app/claims.hpp"
+#include "api/auth.hpp"
 #include "app/daemon.hpp"
 #include "app/snapshot.hpp"
 #include "catalog/catalog.hpp"
 #include "render/render.hpp"
 #include "schedule/schedule.hpp"
+#include "store/engagement.hpp"
 #include "store/store.hpp"
 #include "store/webhooks.hpp"
 
@@ -50,6 +52,9 @@ usage:
                                             disabled webhook endpoints; a partner's failed webhook
                                             deliveries; queue them again (all, or one outbox row)
                                             and enable the endpoint; enable it without replaying
+  channeld token create --role admin|finance|partner:ID --name NAME [--config FILE]
+                                            print a new API token once (stored only as a hash)
+  channeld token revoke NAME [--config FILE]
   channeld --version | --help
 
 options:
@@ -97,6 +102,8 @@ SysTime now() {
   return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
 }
 
+std::vector<std::string> kit_warnings(const Snapshot& snapshot);
+
 // Two questions, two exit rules. Plain check-config asks "is everything I wrote right?" and
 // exits 2 on any problem. --startup (systemd's ExecStartPre) asks "can the daemon run?": only
 // channeld.toml and the secret files it names can stop it (exit 2); a refused kit, partner or
@@ -111,6 +118,8 @@ int check_config(const Args& args) {
   auto snapshot = load_snapshot(config, nullptr, now(), kPreviewSecret, problems);
   for (const auto& p : problems)
     std::fprintf(stderr, "%s%s\n", startup ? "warning: " : "", p.c_str());
+  // Advice, not errors: the exit code stays 0 for a kit that would look like spam.
+  for (const auto& w : kit_warnings(*snapshot)) std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::size_t live = 0;
   for (const auto& [id, entry] : snapshot->kits)
     if (entry.state != KitState::refused) ++live;
@@ -151,12 +160,20 @@ int kits(const Args& args) {
   auto rows = store.kit_states();
   if (rows.empty()) {
     std::printf("no kits recorded yet: the daemon records kits when it loads them\n");
-    return kOk;
+  } else {
+    std::printf("%-28s %-8s %-9s %s\n", "KIT", "VERSION", "STATE", "LAST ERROR");
+    for (const auto& r : rows)
+      std::printf("%-28s %-8d %-9s %s\n", r.kit_id.c_str(), r.version, r.state.c_str(),
+                  r.error.c_str());
   }
-  std::printf("%-28s %-8s %-9s %s\n", "KIT", "VERSION", "STATE", "LAST ERROR");
-  for (const auto& r : rows)
-    std::printf("%-28s %-8d %-9s %s\n", r.kit_id.c_str(), r.version, r.state.c_str(),
-                r.error.c_str());
+  // Deliverability advice comes from the kit folders as they are now; folders that cannot be
+  // read are check-config's to report, not this listing's.
+  try {
+    std::vector<std::string> problems;
+    auto snapshot = load_snapshot(config, nullptr, now(), kPreviewSecret, problems);
+    for (const auto& w : kit_warnings(*snapshot)) std::printf("warning: %s\n", w.c_str());
+  } catch (const std::exception&) {
+  }
   return kOk;
 }
 
@@ -230,6 +247,40 @@ std::optional<Contact> find_contact(const std::string& path, const std::optional
     if (!email || c->email == *email) return c;
   }
   return std::nullopt;
+}
+
+// Deliverability advice for each live kit: its email steps rendered for the first eligible
+// active partner's first contact, as a spam filter would see them.
+std::vector<std::string> kit_warnings(const Snapshot& snapshot) {
+  std::vector<std::string> out;
+  for (const auto& [id, entry] : snapshot.kits) {
+    if (!entry.live) continue;
+    const Kit& kit = entry.live->kit;
+    for (const auto& [partner_id, partner] : snapshot.partners.partners) {
+      if (!partner.active || schedule::ineligibility(kit, partner)) continue;
+      std::optional<Contact> contact;
+      try {
+        contact = find_contact(partner.contacts_file, std::nullopt);
+      } catch (const std::exception&) {
+        continue;  // an unreadable list is reported by validation
+      }
+      if (!contact) continue;
+      const auto ctx = render::make_context(snapshot.config, kit, partner, kPreviewSecret);
+      for (const auto& step : kit.steps) {
+        if (step.channel != Channel::email) continue;
+        try {
+          auto email = render::render_email(*entry.live->templates, step, ctx, *contact,
+                                            "deliverability-check", now());
+          for (auto& w : render::deliverability_warnings(email))
+            out.push_back("kit " + id + " step '" + step.id + "': " + w);
+        } catch (const std::exception&) {
+          // A contact row that breaks the template is the planner's concern, not advice.
+        }
+      }
+      break;
+    }
+  }
+  return out;
 }
 
 int preview(const Args& args) {
@@ -331,6 +382,53 @@ int claims(const std::vector<std::string>& rest) {
   return kOk;
 }
 
+// `token create` prints the token on stdout and nothing else there, so scripts can capture it;
+// the database keeps only its SHA-256 (see api/auth.hpp for why not bcrypt).
+int token(const std::vector<std::string>& argv) {
+  const std::string usage =
+      "usage: channeld token create --role admin|finance|partner:ID --name NAME, or channeld "
+      "token revoke NAME";
+  if (argv.empty()) throw InputError("", usage);
+  const std::string action = argv[0];
+  std::vector<std::string> rest(argv.begin() + 1, argv.end());
+  if (action == "create") {
+    Args args(rest, {"--config", "--role", "--name"}, {});
+    const std::string role = args.required("--role");
+    const std::string name = args.required("--name");
+    if (!api::parse_role(role))
+      throw InputError("--role", "'" + role + "' is not admin, finance or partner:ID");
+    Config config = catalog::load_config(args.config());
+    store::Store store(config.database_url, 1);
+    store.migrate();
+    store::Engagement engagement(store);
+    if (engagement.token_by_name_exists(name))
+      throw InputError("--name", "a token named '" + name + "' exists; revoke it first");
+    const std::string secret = api::new_token();
+    engagement.add_token(name, api::token_hash(secret), role);
+    std::printf("%s\n", secret.c_str());
+    std::fflush(stdout);
+    std::fprintf(stderr, "token '%s' (%s) created; it is shown only this once\n", name.c_str(),
+                 role.c_str());
+    return kOk;
+  }
+  if (action == "revoke") {
+    if (rest.empty() || rest[0].rfind("--", 0) == 0) throw InputError("", usage);
+    const std::string name = rest[0];
+    Args args(std::vector<std::string>(rest.begin() + 1, rest.end()), {"--config"}, {});
+    Config config = catalog::load_config(args.config());
+    store::Store store(config.database_url, 1);
+    store.migrate();
+    store::Engagement engagement(store);
+    if (!engagement.revoke_token(name, now())) {
+      std::fprintf(stderr, "channeld: no live token named '%s'\n", name.c_str());
+      return kUsage;
+    }
+    std::printf("token '%s' revoked\n", name.c_str());
+    return kOk;
+  }
+  throw InputError("", "unknown token action '" + action + "'; " + usage);
+}
+
 int run(const Args& args) {
   DaemonOptions options;
   options.config_path = args.config();
@@ -365,10 +463,7 @@ int dispatch(const std::vector<std::string>& argv) {
     std::vector<std::string> options(rest.begin() + 1, rest.end());
     return webhooks(rest[0], Args(options, {"--config", "--partner", "--message"}, {}));
   }
-  if (verb == "token") {
-    std::fprintf(stderr, "channeld %s: not available in this version yet\n", verb.c_str());
-    return kUsage;
-  }
+  if (verb == "token") return token(rest);
   throw InputError("", "unknown command '" + verb + "' (see channeld --help)");
 }
 

@@ -23,6 +23,7 @@
 #include <sstream>
 #include <thread>
 
+#include "api/engagement_routes.hpp"
 #include "api/http_server.hpp"
 #include "app/dispatcher.hpp"
 #include "app/claims.hpp"
@@ -30,6 +31,7 @@
 #include "app/planner.hpp"
 #include "app/reload.hpp"
 #include "app/snapshot.hpp"
+#include "app/tracking.hpp"
 #include "catalog/catalog.hpp"
 #include "catalog/watcher.hpp"
 #include "deliver/connector.hpp"
@@ -37,6 +39,7 @@
 #include "metrics/log_throttle.hpp"
 #include "metrics/metrics.hpp"
 #include "store/last_good.hpp"
+#include "store/engagement.hpp"
 #include "store/store.hpp"
 
 namespace channeld::app {
@@ -262,6 +265,30 @@ class Daemon {
       return true;
     };
     api::Routes routes(ready, metrics_, [this] { return store_.delivery_counts(); });
+    routes.set_token_lookup([this](const std::string& hash) -> std::optional<api::StoredToken> {
+      auto found = engagement_.token_by_hash(hash);
+      if (!found) return std::nullopt;
+      return api::StoredToken{found->first, found->second};
+    });
+    api::EngagementDeps deps;
+    deps.store = &engagement_;
+    deps.settings = [this] {
+      const auto snapshot = snapshots_.get();
+      return api::EngagementSettings{snapshot->link_secret,
+                                     snapshot->config.leads.attribution_window,
+                                     snapshot->config.mdf.currency};
+    };
+    deps.link = [this](const store::MessageRef& message, const render::ClickTarget& target) {
+      return tracked_link(*snapshots_.get(), message, target, system_now());
+    };
+    deps.partner_name = [this](const std::string& id) {
+      const Partner* partner = snapshots_.get()->partner(id);
+      if (partner == nullptr) return id;
+      return partner->branding.sender_name.empty() ? partner->name
+                                                   : partner->branding.sender_name;
+    };
+    deps.clock = system_now;
+    routes.add(api::engagement_routes(std::move(deps)));
     metrics_.describe("messages_total", "Delivery outcomes recorded by this process, by state");
     metrics_.describe("messages_reclaimed_total",
                       "Messages re-sent after another process's lease expired mid-send "
@@ -688,6 +715,7 @@ class Daemon {
       delivery_io_.get_executor()};
   std::thread delivery_thread_;
   store::Store store_;
+  store::Engagement engagement_{store_};
   static constexpr int kPoolThreads = 2;
   asio::thread_pool pool_{kPoolThreads};
   asio::strand<asio::thread_pool::executor_type> catalog_strand_;

@@ -273,6 +273,18 @@ void read_proofs(TomlTable& root, Config& config) {
   t->refuse_unknown_keys();
 }
 
+void read_leads(TomlTable& root, Config& config) {
+  auto t = root.table("leads");
+  if (!t) return;
+  if (auto window = duration(*t, "attribution_window")) {
+    if (*window <= std::chrono::seconds(0)) {
+      throw t->error("attribution_window", "must be longer than zero");
+    }
+    config.leads.attribution_window = *window;
+  }
+  t->refuse_unknown_keys();
+}
+
 void read_vendor(TomlTable& root, Config& config) {
   TomlTable t = required_table(root, "vendor", "with name and postal_address");
   auto& v = config.vendor;
@@ -441,8 +453,8 @@ Config load_config(const std::string& path) {
   const std::string base = std::filesystem::absolute(path).parent_path().string();
   TomlTable root(document, path, "");
   // A misspelt table ("[smpt]") is reported as such, before the real one is missed.
-  for (const char* section : {"database", "paths", "http", "smtp", "webhooks", "proofs", "vendor",
-                              "limits", "delivery", "mdf"}) {
+  for (const char* section : {"database", "paths", "http", "smtp", "webhooks", "proofs", "leads",
+                              "vendor", "limits", "delivery", "mdf"}) {
     root.get(section);
   }
   root.refuse_unknown_keys();
@@ -454,6 +466,7 @@ Config load_config(const std::string& path) {
   read_smtp(root, base, config);
   read_webhooks(root, config);
   read_proofs(root, config);
+  read_leads(root, config);
   read_vendor(root, config);
   read_limits(root, config);
   read_delivery(root, config);

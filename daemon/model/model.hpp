@@ -207,6 +207,12 @@ struct Config {
     std::chrono::minutes lead_time{48 * 60};
   } proofs;
 
+  struct Leads {
+    // A lead is attributed to the last message its contact got from the partner within this
+    // long before the lead was first reported.
+    std::chrono::seconds attribution_window{90 * 24 * 3600};
+  } leads;
+
   struct Vendor {
     std::string name;
     std::string postal_address;

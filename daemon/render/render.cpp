@@ -31,6 +31,25 @@ struct Scope {
 
 namespace {
 
+char lower(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+bool starts_with_nocase(std::string_view text, std::string_view prefix) {
+  if (text.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    if (lower(text[i]) != lower(prefix[i])) return false;
+  }
+  return true;
+}
+
+std::size_t find_nocase(std::string_view text, std::string_view needle, std::size_t from) {
+  for (std::size_t i = from; i + needle.size() <= text.size(); ++i) {
+    if (starts_with_nocase(text.substr(i), needle)) return i;
+  }
+  return std::string_view::npos;
+}
+
 // Empty values are false rather than "": a section such as {{#contact.first_name}} then reads
 // as "if there is a first name", while {{contact.first_name}} still renders as nothing.
 mus::data value(const std::string& text) {
@@ -288,6 +307,33 @@ bool shows(const Part& part, const std::string& name) {
   });
 }
 
+// Marketers often write a kit's HTML as a whole document. The layout already is one, so such a
+// template gives the layout its body only: the part between <body ...> and </body>, preceded
+// by the <style> blocks of its <head> (email clients that keep styles read them in the body
+// too). Everything else of the document (doctype, <html>, <head>, <title>) is dropped. A
+// template without <body is left as it is.
+void take_document_body(source::Assembled& part) {
+  const std::string& text = part.text;
+  const std::size_t body = find_nocase(text, "<body", 0);
+  if (body == std::string::npos) return;
+  const std::size_t open_end = text.find('>', body);
+  if (open_end == std::string::npos) return;
+  std::size_t close = std::string::npos;
+  for (std::size_t at = find_nocase(text, "</body", open_end); at != std::string::npos;
+       at = find_nocase(text, "</body", at + 1)) {
+    close = at;
+  }
+  if (close == std::string::npos) close = text.size();
+  std::string styles;
+  for (std::size_t at = find_nocase(text, "<style", 0); at != std::string::npos && at < body;
+       at = find_nocase(text, "<style", at + 1)) {
+    const std::size_t end = find_nocase(text, "</style>", at);
+    if (end == std::string::npos || end > body) break;
+    styles.append(text, at, end + 8 - at).append("\n");
+  }
+  part.text = styles + text.substr(open_end + 1, close - open_end - 1);
+}
+
 class CompiledKit final : public KitTemplates {
  public:
   CompiledKit(const Kit& kit, const std::string& templates_dir, const Config::Limits& limits) {
@@ -305,9 +351,10 @@ class CompiledKit final : public KitTemplates {
         }
         compiled.subject.emplace(label + " subject", library.text(step.subject, where + " subject"),
                                  Escape::none);
+        source::Assembled html_body = library.file(step.html_template, where);
+        take_document_body(html_body);
         compiled.html.emplace(label + " html",
-                              library.layout("layout.html.mustache",
-                                             library.file(step.html_template, where), true, where),
+                              library.layout("layout.html.mustache", html_body, true, where),
                               Escape::html);
         compiled.text.emplace(label + " text",
                               library.layout("layout.txt.mustache",
@@ -408,6 +455,89 @@ Links links_for(const Scope& scope, const Context& ctx, const Contact& contact,
       scope.public_url + "/v/" + view_token(ctx.link_secret, idempotency_key)};
 }
 
+// ---- tracking ---------------------------------------------------------------------------
+
+// The entities an HTML-escaping template writes into attribute values, decoded, so the
+// redirect goes to the URL the marketer meant ("?a=1&amp;b=2" is "?a=1&b=2").
+std::string decode_attribute(std::string_view value) {
+  static constexpr std::pair<std::string_view, char> kEntities[] = {
+      {"&amp;", '&'},  {"&lt;", '<'},    {"&gt;", '>'},  {"&quot;", '"'}, {"&apos;", '\''},
+      {"&#39;", '\''}, {"&#x27;", '\''}, {"&#47;", '/'}, {"&#x2F;", '/'}};
+  std::string out;
+  out.reserve(value.size());
+  for (std::size_t i = 0; i < value.size();) {
+    bool decoded = false;
+    if (value[i] == '&') {
+      for (const auto& [entity, c] : kEntities) {
+        if (starts_with_nocase(value.substr(i), entity)) {
+          out += c;
+          i += entity.size();
+          decoded = true;
+          break;
+        }
+      }
+    }
+    if (!decoded) out += value[i++];
+  }
+  return out;
+}
+
+// Rewrites every <a href="http(s)://..."> of `html` to a click-tracking link and adds the open
+// pixel before </body>. Our own unsubscribe and view-online links stay as they are: a tracker
+// in front of an unsubscribe link would count opt-outs as clicks. Returns the links found.
+std::vector<std::string> track(std::string& html, const std::string& public_url,
+                               const std::string& secret, const std::string& idempotency_key) {
+  std::vector<std::string> links;
+  const std::string ours_u = public_url + "/u/", ours_v = public_url + "/v/";
+  std::string out;
+  out.reserve(html.size() + 512);
+  std::size_t copied = 0;
+  for (std::size_t tag = find_nocase(html, "<a", 0); tag != std::string::npos;
+       tag = find_nocase(html, "<a", tag + 2)) {
+    const char after = tag + 2 < html.size() ? html[tag + 2] : '>';
+    if (after != ' ' && after != '\t' && after != '\n' && after != '\r') continue;
+    const std::size_t end = html.find('>', tag);
+    if (end == std::string::npos) break;
+    std::size_t href = find_nocase(std::string_view(html).substr(0, end), "href", tag);
+    if (href == std::string::npos) continue;
+    std::size_t eq = href + 4;
+    while (eq < end && (html[eq] == ' ' || html[eq] == '\t')) ++eq;
+    if (eq >= end || html[eq] != '=') continue;
+    std::size_t open = eq + 1;
+    while (open < end && (html[open] == ' ' || html[open] == '\t')) ++open;
+    if (open >= end || (html[open] != '"' && html[open] != '\'')) continue;
+    const std::size_t close = html.find(html[open], open + 1);
+    if (close == std::string::npos || close > end) continue;
+    const std::string url =
+        decode_attribute(std::string_view(html).substr(open + 1, close - open - 1));
+    if (!starts_with_nocase(url, "http://") && !starts_with_nocase(url, "https://")) continue;
+    if (url.rfind(ours_u, 0) == 0 || url.rfind(ours_v, 0) == 0) continue;
+    const int index = static_cast<int>(links.size());
+    links.push_back(url);
+    out.append(html, copied, open + 1 - copied);
+    out += public_url + "/c/" + click_token(secret, idempotency_key, index, url);
+    copied = close;
+  }
+  out.append(html, copied, std::string::npos);
+
+  const std::string pixel = "<img src=\"" + public_url + "/o/" +
+                            open_token(secret, idempotency_key) +
+                            "\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block;border:0;"
+                            "width:1px;height:1px;\">";
+  std::size_t body_end = std::string::npos;
+  for (std::size_t at = find_nocase(out, "</body", 0); at != std::string::npos;
+       at = find_nocase(out, "</body", at + 1)) {
+    body_end = at;
+  }
+  if (body_end == std::string::npos) {
+    out += pixel;
+  } else {
+    out.insert(body_end, pixel + "\n");
+  }
+  html = std::move(out);
+  return links;
+}
+
 std::string trim_spaces(std::string s) {
   auto first = s.find_first_not_of(" \t");
   if (first == std::string::npos) return {};
@@ -445,6 +575,7 @@ RenderedEmail render_email(const KitTemplates& templates, const Step& step, cons
   RenderedEmail email;
   email.subject = trim_spaces(render_part(*compiled_step.subject, scope.data, message));
   email.html = render_part(*compiled_step.html, scope.data, message);
+  email.links = track(email.html, scope.public_url, ctx.link_secret, idempotency_key);
   email.text = render_part(*compiled_step.text, scope.data, message);
   if (email.html.size() + email.text.size() > config.limits.message_bytes) {
     throw InputError(compiled_step.html->label,

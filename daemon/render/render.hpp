@@ -72,6 +72,9 @@ struct RenderedEmail {
   std::string html;           // the full HTML part, decoded
   std::string text;           // the full text part, decoded
   std::string mime;           // the complete RFC 5322 message, CRLF line ends
+  // The kit's http(s) links in the HTML part, in document order, as the template rendered them
+  // (entities decoded): link i became public_url/c/<click_token(.., i, links[i])>.
+  std::vector<std::string> links;
 };
 
 // Renders one email step for one contact. `idempotency_key` seeds the Message-ID, the MIME
@@ -104,6 +107,29 @@ std::optional<UnsubscribeTarget> verify_unsubscribe_token(const std::string& sec
 // key, from which the API can find and re-render the message.
 std::string view_token(const std::string& secret, const std::string& idempotency_key);
 std::optional<std::string> verify_view_token(const std::string& secret, const std::string& token);
+
+// Tracking. `public_url/o/<open_token>` is the open pixel; `public_url/c/<click_token>` stands
+// for link `index` of the message's HTML. A click token carries no URL: it names the message
+// (its idempotency key), the link's position and a digest of the link, so the API can find
+// the URL only among the links the kit itself rendered for that message.
+std::string open_token(const std::string& secret, const std::string& idempotency_key);
+std::optional<std::string> verify_open_token(const std::string& secret, const std::string& token);
+struct ClickTarget {
+  std::string idempotency_key;
+  int index = 0;
+  std::string link_digest;  // link_digest(url) of the link when the message was sent
+};
+std::string click_token(const std::string& secret, const std::string& idempotency_key, int index,
+                        const std::string& url);
+std::optional<ClickTarget> verify_click_token(const std::string& secret, const std::string& token);
+// A short digest (12 hex digits) of a link: enough to tell one link of a kit from another.
+std::string link_digest(const std::string& url);
+
+// Why a rendered email would look like spam to filters, each a sentence naming the reason;
+// empty when nothing stands out. Checks: little text beside images (SpamAssassin's
+// HTML_IMAGE_ONLY rules), images without alt, an empty text part, links over plain http, URL
+// shorteners, a subject in capitals. Advice only: a kit is never refused for these.
+std::vector<std::string> deliverability_warnings(const RenderedEmail& email);
 
 // Deterministic Message-ID for an idempotency key: the same message re-sent after a crash keeps
 // its Message-ID, so receivers (and our tests) can spot the duplicate. Throws InputError if

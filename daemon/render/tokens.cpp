@@ -108,6 +108,43 @@ std::optional<std::string> verify_view_token(const std::string& secret, const st
   return open(secret, "view", token);
 }
 
+std::string open_token(const std::string& secret, const std::string& idempotency_key) {
+  return mint(secret, "open", idempotency_key);
+}
+
+std::optional<std::string> verify_open_token(const std::string& secret, const std::string& token) {
+  return open(secret, "open", token);
+}
+
+std::string link_digest(const std::string& url) {
+  return mime::sha256_hex(url).substr(0, 12);
+}
+
+std::string click_token(const std::string& secret, const std::string& idempotency_key, int index,
+                        const std::string& url) {
+  return mint(secret, "click",
+              idempotency_key + "\n" + std::to_string(index) + "\n" + link_digest(url));
+}
+
+std::optional<ClickTarget> verify_click_token(const std::string& secret, const std::string& token) {
+  auto payload = open(secret, "click", token);
+  if (!payload) return std::nullopt;
+  // The key never holds a newline; index and digest are the last two fields.
+  const auto second = payload->rfind('\n');
+  if (second == std::string::npos || second == 0) return std::nullopt;
+  const auto first = payload->rfind('\n', second - 1);
+  if (first == std::string::npos || first == 0) return std::nullopt;
+  ClickTarget target;
+  target.idempotency_key = payload->substr(0, first);
+  const std::string index = payload->substr(first + 1, second - first - 1);
+  if (index.empty() || index.size() > 6 ||
+      index.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  target.index = std::stoi(index);
+  target.link_digest = payload->substr(second + 1);
+  return target;
+}
+
 std::string message_id_for(const std::string& idempotency_key, const std::string& from_address) {
   auto at = from_address.rfind('@');
   if (at == std::string::npos || at + 1 == from_address.size()) {

@@ -26,15 +26,24 @@ using nlohmann::json;
 
 class ApiTest : public ::testing::Test {
  protected:
-  ApiTest()
-      : server_("127.0.0.1:0", Routes([this] { return ready_.load(); }, registry_,
-                                      [this] {
-                                        if (store_down_)
-                                          throw store::StoreError("connection refused");
-                                        return counts_;
-                                      })) {
-    server_.start();
+  ApiTest() : server_("127.0.0.1:0", routes()) { server_.start(); }
+
+  Routes routes() {
+    Routes r([this] { return ready_.load(); }, registry_, [this] {
+      if (store_down_) throw store::StoreError("connection refused");
+      return counts_;
+    });
+    r.set_token_lookup([](const std::string& hash) -> std::optional<StoredToken> {
+      if (hash == token_hash(kAdminToken)) return StoredToken{"ops", "admin"};
+      if (hash == token_hash(kPartnerToken)) return StoredToken{"acme", "partner:acme-it"};
+      return std::nullopt;
+    });
+    return r;
   }
+
+  static constexpr const char* kAdminToken = "chd_admin-token-for-tests";
+  static constexpr const char* kPartnerToken = "chd_partner-token-for-tests";
+  static httplib::Headers admin() { return {{"Authorization", std::string("Bearer ") + kAdminToken}}; }
 
   httplib::Client client() {
     httplib::Client c("127.0.0.1", server_.port());
@@ -105,7 +114,7 @@ TEST_F(ApiTest, DeliveriesGroupsCountsByKitThenPartnerInOrder) {
       {"q4-cloud", "acme-it", "sent", 10},
       {"q4-cloud", "acme-it", "bounced", 1},
   };
-  auto result = client().Get("/v1/deliveries");
+  auto result = client().Get("/v1/deliveries", admin());
   ASSERT_TRUE(result);
   EXPECT_EQ(result->status, 200);
   EXPECT_EQ(result->get_header_value("Content-Type"), "application/json");
@@ -118,10 +127,24 @@ TEST_F(ApiTest, DeliveriesGroupsCountsByKitThenPartnerInOrder) {
 
 TEST_F(ApiTest, DeliveriesAnswers503WhenTheStoreFails) {
   store_down_ = true;
-  auto result = client().Get("/v1/deliveries");
+  auto result = client().Get("/v1/deliveries", admin());
   ASSERT_TRUE(result);
   EXPECT_EQ(result->status, 503);
   EXPECT_EQ(body_of(result)["error"], "delivery counts unavailable: connection refused");
+}
+
+TEST_F(ApiTest, DeliveriesNeedsAnAdminOrFinanceToken) {
+  counts_ = {{"q4-cloud", "zen-msp", "sent", 5}};
+  auto none = client().Get("/v1/deliveries");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401);
+  EXPECT_EQ(none->get_header_value("WWW-Authenticate"), "Bearer realm=\"channeld\"");
+  EXPECT_EQ(none->body.find("zen-msp"), std::string::npos);
+  auto partner =
+      client().Get("/v1/deliveries", {{"Authorization", std::string("Bearer ") + kPartnerToken}});
+  ASSERT_TRUE(partner);
+  EXPECT_EQ(partner->status, 403);
+  EXPECT_EQ(partner->body.find("zen-msp"), std::string::npos);
 }
 
 TEST_F(ApiTest, UnknownPathIsAJson404) {

@@ -616,6 +616,13 @@ TEST(Daemon, ADownServerDelaysDeliveryAndLosesNothing) {
 namespace channeld::testing {
 namespace {
 
+// The API token `channeld token create` printed.
+std::string first_token(const std::string& output) {
+  std::smatch m;
+  static const std::regex re("chd_[A-Za-z0-9_-]{43}");
+  return std::regex_search(output, m, re) ? m[0].str() : std::string();
+}
+
 int http_port_from_log(const std::string& log) {
   std::smatch m;
   static const std::regex re("listening on port ([0-9]+)");
@@ -705,7 +712,13 @@ TEST(Daemon, ServesHealthReadinessMetricsAndDeliveryCounts) {
   EXPECT_THAT(metrics, HasSubstr("channeld_messages_total{state=\"sent\"} 2"));
   EXPECT_THAT(metrics, HasSubstr("channeld_kits{state=\"live\"} 1"));
   EXPECT_THAT(metrics, HasSubstr("channeld_send_latency_seconds_bucket"));
-  auto counts = http.Get("/v1/deliveries");
+  auto anonymous = http.Get("/v1/deliveries");
+  ASSERT_TRUE(anonymous);
+  EXPECT_EQ(anonymous->status, 401);
+  auto [created, token] = run_program(site.channeld({"token", "create", "--role", "admin", "--name", "ops"}));
+  ASSERT_EQ(created, 0) << token;
+  token = first_token(token);
+  auto counts = http.Get("/v1/deliveries", {{"Authorization", "Bearer " + token}});
   ASSERT_TRUE(counts);
   EXPECT_EQ(counts->status, 200);
   EXPECT_THAT(counts->body, HasSubstr("\"kit_id\":\"k\""));
@@ -796,6 +809,51 @@ TEST(Cli, PreviewWritesOnePartnersMessageWithoutSending) {
   EXPECT_THAT(message, HasSubstr("--partner"));
 }
 
+TEST(Cli, CheckConfigAndKitsWarnAboutAKitThatWouldLookLikeSpamWithoutFailing) {
+  auto db = fresh_database("cli_spam_warnings");
+  if (db.empty()) return;
+  Site site(db, 25);
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 1});
+  site.add_kit("k", "", 1,
+               "<p>Hi {{contact.first_name}}, <a href=\"http://acme-it.example/offer\">offer</a></p>");
+  auto [code, out] = run_program(site.channeld({"check-config"}));
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("warning: kit k step 'announce': a link over plain http: "
+                             "http://acme-it.example/offer"));
+  site.migrate();
+  auto [kits_code, kits] = run_program(site.channeld({"kits"}));
+  EXPECT_EQ(kits_code, 0) << kits;
+  EXPECT_THAT(kits, HasSubstr("warning: kit k step 'announce': a link over plain http"));
+}
+
+TEST(Cli, TokenCreatePrintsATokenOnceAndRevokeEndsIt) {
+  auto db = fresh_database("cli_tokens");
+  if (db.empty()) return;
+  Site site(db, 25);
+  auto [code, out] = run_program(
+      site.channeld({"token", "create", "--role", "partner:acme-it", "--name", "acme-crm"}));
+  ASSERT_EQ(code, 0) << out;
+  const std::string token = first_token(out);
+  ASSERT_EQ(token.size(), 47u) << out;
+  {
+    soci::session session("postgresql", db);
+    std::string hash, role;
+    session << "SELECT token_hash, role FROM api_token WHERE name = 'acme-crm'", soci::into(hash),
+        soci::into(role);
+    EXPECT_EQ(role, "partner:acme-it");
+    EXPECT_EQ(hash.size(), 64u);
+    EXPECT_THAT(hash, Not(HasSubstr(token.substr(4, 10)))) << "only a hash is stored";
+  }
+  EXPECT_EQ(run_program(site.channeld({"token", "create", "--role", "admin", "--name", "acme-crm"}))
+                .first, 2)
+      << "a live token's name is taken";
+  EXPECT_EQ(run_program(site.channeld({"token", "create", "--role", "root", "--name", "x"})).first, 2);
+  auto [revoked, said] = run_program(site.channeld({"token", "revoke", "acme-crm"}));
+  EXPECT_EQ(revoked, 0) << said;
+  EXPECT_EQ(run_program(site.channeld({"token", "revoke", "acme-crm"})).first, 2)
+      << "nothing left to revoke";
+}
+
 TEST(Cli, UnknownCommandsAndOptionsAreUsageErrors) {
   auto [verb, verb_out] = run_program({channeld_binary().string(), "frobnicate"});
   EXPECT_EQ(verb, 2);
@@ -806,6 +864,126 @@ TEST(Cli, UnknownCommandsAndOptionsAreUsageErrors) {
   auto [version, version_out] = run_program({channeld_binary().string(), "--version"});
   EXPECT_EQ(version, 0);
   EXPECT_THAT(version_out, HasSubstr("channeld 0."));
+}
+
+}  // namespace
+}  // namespace channeld::testing
+
+namespace channeld::testing {
+namespace {
+
+std::string first_match(const std::string& text, const std::string& pattern) {
+  std::smatch m;
+  return std::regex_search(text, m, std::regex(pattern)) ? m[0].str() : std::string();
+}
+
+// The path (from "/") of a public_url link.
+std::string path_of(const std::string& url) {
+  const std::string base = "https://mkt.vendor.example";
+  return url.rfind(base, 0) == 0 ? url.substr(base.size()) : url;
+}
+
+TEST(Engagement, UnsubscribingAfterStepOneByPageOrOneClickStopsStepTwoForThatAddressOnly) {
+  auto db = fresh_database("daemon_unsubscribe");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 3});
+  site.add_kit("k", "", 1,
+               "<p>Hello {{contact.first_name}}, <a href=\"https://acme-it.example/offer?c="
+               "{{contact.first_name}}&amp;k=1\">see the offer</a></p>");
+  site.migrate();
+  Process daemon(site.channeld({}), site.dir() / "daemon.log");
+  ASSERT_TRUE(eventually([&] { return smtp.messages().size() == 3; })) << daemon.output();
+  const int port = http_port_from_log(daemon.output());
+  ASSERT_GT(port, 0) << daemon.output();
+  httplib::Client http("127.0.0.1", port);
+
+  std::map<std::string, Mail> by_recipient;
+  for (auto& m : mails(smtp)) by_recipient[m.headers.at("to")] = m;
+  auto mail_to = [&](int i) -> const Mail& {
+    for (const auto& [to, m] : by_recipient)
+      if (to.find(Site::email("acme-it", i)) != std::string::npos) return m;
+    throw std::runtime_error("no mail to contact " + std::to_string(i));
+  };
+  auto unsubscribe_path = [&](int i) {
+    return path_of(first_match(mail_to(i).headers.at("list-unsubscribe"),
+                               "https://mkt\\.vendor\\.example/u/[A-Za-z0-9_.-]+"));
+  };
+
+  // Contact 0 opens the page, then confirms with its button.
+  const auto page_path = unsubscribe_path(0);
+  auto page = http.Get(page_path);
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_THAT(page->body, HasSubstr("Sender acme-it"));
+  auto query = [&](const std::string& sql) {
+    soci::session session("postgresql", db);
+    std::string value;
+    session << sql, soci::into(value);
+    return value;
+  };
+  EXPECT_EQ(query("SELECT CAST(count(*) AS text) FROM suppression"), "0")
+      << "showing the page suppresses nothing";
+  auto confirmed =
+      http.Post(page_path, "List-Unsubscribe=One-Click", "application/x-www-form-urlencoded");
+  ASSERT_TRUE(confirmed);
+  EXPECT_EQ(confirmed->status, 200);
+  // Contact 1's mail client uses RFC 8058 one-click, as Gmail's unsubscribe button does.
+  httplib::MultipartFormDataItems one_click = {{"List-Unsubscribe", "One-Click", "", ""}};
+  auto posted = http.Post(unsubscribe_path(1), one_click);
+  ASSERT_TRUE(posted);
+  EXPECT_EQ(posted->status, 200);
+
+  // Contact 2 opens the message and clicks its link: the click goes to the kit's own link.
+  const std::string click = first_match(mail_to(2).decoded, "https://mkt\\.vendor\\.example/c/[A-Za-z0-9_.-]+");
+  ASSERT_FALSE(click.empty()) << mail_to(2).decoded;
+  EXPECT_THAT(mail_to(2).decoded, Not(HasSubstr("https://acme-it.example/offer")));
+  auto clicked = http.Get(path_of(click), {{"User-Agent", "Mozilla/5.0 (X11; Linux x86_64) "
+                                                          "AppleWebKit/537.36 Chrome/120.0 Safari/537.36"}});
+  ASSERT_TRUE(clicked);
+  EXPECT_EQ(clicked->status, 302);
+  EXPECT_EQ(clicked->get_header_value("Location"), "https://acme-it.example/offer?c=First2&k=1");
+  const std::string pixel = first_match(mail_to(2).decoded, "https://mkt\\.vendor\\.example/o/[A-Za-z0-9_.-]+");
+  auto opened = http.Get(path_of(pixel));
+  ASSERT_TRUE(opened);
+  EXPECT_EQ(opened->status, 200);
+  std::string tampered = path_of(click);
+  tampered[tampered.size() - 2] = tampered[tampered.size() - 2] == 'A' ? 'B' : 'A';
+  auto forged = http.Get(tampered);
+  ASSERT_TRUE(forged);
+  EXPECT_EQ(forged->status, 404);
+  EXPECT_FALSE(forged->has_header("Location"));
+
+  // The kit gains a second step, due at once.
+  auto toml = read_file(site.dir() / "campaigns" / "k" / "kit.toml");
+  toml.replace(toml.find("version = 1"), 11, "version = 2");
+  toml += R"(
+[[steps]]
+id = "follow-up"
+channel = "email"
+delay = "0d"
+subject = "Following up, {{contact.first_name}}"
+html = "body.html.mustache"
+text = "body.txt.mustache"
+)";
+  write_file(site.dir() / "campaigns" / "k" / "kit.toml", toml);
+  ASSERT_TRUE(eventually([&] {
+    return site.count("step_id = 'follow-up' AND state IN ('sent', 'suppressed')") == 3;
+  })) << daemon.output();
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0);
+
+  EXPECT_EQ(site.count("step_id = 'follow-up' AND state = 'suppressed'"), 2);
+  std::vector<std::string> follow_ups;
+  for (const auto& m : mails(smtp))
+    if (m.headers.at("subject").rfind("Following up", 0) == 0) follow_ups.push_back(m.headers.at("to"));
+  ASSERT_EQ(follow_ups.size(), 1u);
+  EXPECT_THAT(follow_ups[0], HasSubstr(Site::email("acme-it", 2)));
+  EXPECT_EQ(query("SELECT opens || '|' || human_clicks FROM message_engagement e JOIN outbox o"
+                  " ON o.id = e.outbox_id WHERE o.email = '" + Site::email("acme-it", 2) +
+                  "' AND o.step_id = 'announce'"),
+            "1|1");
 }
 
 }  // namespace

@@ -489,6 +489,126 @@ TEST(LinkTokens, RefusesToMintWithAnEmptySecret) {
 
 // ---- webhook payloads -----------------------------------------------------------------------
 
+TEST_F(RenderTest, AKitTemplateThatIsAWholeDocumentGivesTheLayoutOnlyItsBodyAndStyles) {
+  write("announce.html.mustache",
+        "<!DOCTYPE html>\n<HTML><head><title>Kit doc</title>"
+        "<style>.cta{color:red}</style></head>\n<body class=\"x\"><p class=\"cta\">Hello "
+        "{{contact.first_name}}</p></body></HTML>\n");
+  auto email = render();
+  auto count = [&](const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = email.html.find(needle); at != std::string::npos;
+         at = email.html.find(needle, at + 1))
+      ++n;
+    return n;
+  };
+  EXPECT_EQ(count("<html>") + count("<HTML>"), 1u) << email.html;
+  EXPECT_EQ(count("<body"), 1u) << email.html;
+  EXPECT_EQ(count("</body>"), 1u) << email.html;
+  EXPECT_THAT(email.html, HasSubstr("<style>.cta{color:red}</style>"));
+  EXPECT_THAT(email.html, HasSubstr("<p class=\"cta\">Hello Dana</p>"));
+  EXPECT_THAT(email.html, Not(HasSubstr("Kit doc")));
+  EXPECT_THAT(email.html, Not(HasSubstr("DOCTYPE")));
+}
+
+TEST_F(RenderTest, WarnsAboutWhatSpamFiltersHoldAgainstAMessage) {
+  write("layout.html.mustache",
+        "<html><head><title>{{kit.name}}</title></head><body>{{{body}}}"
+        "<a href=\"{{links.unsubscribe}}\">Unsubscribe</a></body></html>\n");
+  write("announce.html.mustache",
+        "<img src=\"https://a.example/logo.png\" alt=\"Acme\"><img src=\"https://b.example/b.png\">"
+        "<p><a href=\"http://acme-it.example/offer\">Offer</a> <a href=\"https://bit.ly/3xYz\">Go</a></p>");
+  write("announce.txt.mustache", " ");
+  kit_.steps = {email_step("FREE CLOUD MIGRATION FOR {{partner.name}}!")};
+  partner_.name = "ACME";
+  auto warnings = render::deliverability_warnings(render());
+  std::string all;
+  for (const auto& w : warnings) all += w + "\n";
+  EXPECT_THAT(all, HasSubstr("little text beside its images"));
+  EXPECT_THAT(all, HasSubstr("1 images without alt text"));
+  EXPECT_THAT(all, HasSubstr("the text part is (almost) empty"));
+  EXPECT_THAT(all, HasSubstr("plain http: http://acme-it.example/offer"));
+  EXPECT_THAT(all, HasSubstr("URL shortener bit.ly"));
+  EXPECT_THAT(all, HasSubstr("the subject is in capitals"));
+  EXPECT_EQ(warnings.size(), 6u) << all;
+}
+
+TEST_F(RenderTest, GivesNoDeliverabilityWarningForAPlainTextRichMessage) {
+  write("announce.html.mustache", "<p>" + std::string(60, 'w') + " " +
+                                      "Hello {{contact.first_name}}, a long enough message. " +
+                                      std::string(400, 'x') + "</p><img src=\"https://a.example/l.png\" alt=\"\">");
+  EXPECT_EQ(render::deliverability_warnings(render()), std::vector<std::string>{});
+}
+
+// ---- tracking -------------------------------------------------------------------------------
+
+// The href values of <a> tags, in order.
+std::vector<std::string> hrefs(const std::string& html) {
+  std::vector<std::string> out;
+  for (auto at = html.find("href=\""); at != std::string::npos; at = html.find("href=\"", at + 1)) {
+    auto end = html.find('"', at + 6);
+    out.push_back(html.substr(at + 6, end - at - 6));
+  }
+  return out;
+}
+
+TEST_F(RenderTest, RewritesTheKitsLinksToClickTokensThatNameTheMessageAndTheLink) {
+  write("announce.html.mustache",
+        "<p><a href=\"https://www.acme-it.example/cloud?utm_source=x&amp;contact={{contact.first_name}}\">"
+        "Plan</a> <A class=\"b\" HREF='http://vendor.example/guide'>Guide</A> "
+        "<a href=\"mailto:sales@acme-it.example\">Mail</a></p>");
+  auto email = render("q4/announce/acme-it/dana.reyes@example.com");
+
+  ASSERT_EQ(email.links.size(), 2u);
+  EXPECT_EQ(email.links[0], "https://www.acme-it.example/cloud?utm_source=x&contact=Dana");
+  EXPECT_EQ(email.links[1], "http://vendor.example/guide");
+  auto links = hrefs(email.html);
+  ASSERT_EQ(links.size(), 3u) << email.html;  // the mailto and unsubscribe links stay
+  EXPECT_EQ(links[1], "mailto:sales@acme-it.example");
+  EXPECT_THAT(links[2], HasSubstr("https://mkt.vendor.example/u/"));
+  const std::string prefix = "https://mkt.vendor.example/c/";
+  ASSERT_EQ(links[0].rfind(prefix, 0), 0u) << links[0];
+  auto first = render::verify_click_token(kSecret, links[0].substr(prefix.size()));
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->idempotency_key, "q4/announce/acme-it/dana.reyes@example.com");
+  EXPECT_EQ(first->index, 0);
+  EXPECT_EQ(first->link_digest, render::link_digest(email.links[0]));
+  auto second_at = email.html.find("HREF='") + 6;
+  auto second = render::verify_click_token(
+      kSecret, email.html.substr(second_at + prefix.size(),
+                                 email.html.find('\'', second_at) - second_at - prefix.size()));
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->index, 1);
+  EXPECT_THAT(email.html, Not(HasSubstr("www.acme-it.example/cloud")));
+  EXPECT_THAT(email.text, HasSubstr("Hello Dana")) << "the text part is left alone";
+}
+
+TEST_F(RenderTest, AddsAnOpenPixelForTheMessageJustBeforeTheBodyEnds) {
+  auto email = render("q4/announce/acme-it/dana.reyes@example.com");
+  const std::string prefix = "<img src=\"https://mkt.vendor.example/o/";
+  auto at = email.html.find(prefix);
+  ASSERT_NE(at, std::string::npos) << email.html;
+  EXPECT_LT(at, email.html.find("</body>"));
+  auto token = email.html.substr(at + prefix.size(),
+                                 email.html.find('"', at + prefix.size()) - at - prefix.size());
+  EXPECT_EQ(render::verify_open_token(kSecret, token),
+            "q4/announce/acme-it/dana.reyes@example.com");
+  EXPECT_THAT(email.html, HasSubstr("alt=\"\""));
+}
+
+TEST(LinkTokens, AnAlteredClickTokenOrOneOfAnotherKindDoesNotVerify) {
+  const std::string key = "q4/announce/acme-it/dana@example.com";
+  auto token = render::click_token(kSecret, key, 2, "https://acme-it.example/a");
+  ASSERT_TRUE(render::verify_click_token(kSecret, token));
+  std::string altered = token;
+  altered[3] = altered[3] == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(render::verify_click_token(kSecret, altered));
+  EXPECT_FALSE(render::verify_click_token("another-secret", token));
+  EXPECT_FALSE(render::verify_open_token(kSecret, token));
+  EXPECT_FALSE(render::verify_click_token(kSecret, render::open_token(kSecret, key)));
+  EXPECT_FALSE(render::verify_click_token(kSecret, render::view_token(kSecret, key)));
+}
+
 TEST_F(RenderTest, EscapesWebhookPayloadValuesAsJson) {
   write("lead.json.mustache",
         "{\"email\": \"{{contact.email}}\", \"company\": \"{{contact.company}}\", "
@@ -552,6 +672,7 @@ TEST(BundledSamples, TheQ4KitRendersForASamplePartnerWithTheSharedTemplates) {
     EXPECT_THAT(email.html, HasSubstr("https://mkt.vendor.example/u/"));
     EXPECT_THAT(email.text, HasSubstr("Unsubscribe: https://mkt.vendor.example/u/"));
     EXPECT_GT(email.html.size(), 4000u);
+    EXPECT_EQ(render::deliverability_warnings(email), std::vector<std::string>{}) << step.id;
   }
 }
 
@@ -577,6 +698,7 @@ TEST(BundledSamples, TheWebinarKitRendersForAContactWithoutAName) {
   auto email = render::render_email(*templates, invite, ctx, nameless, "k", kDate);
   EXPECT_THAT(email.text, HasSubstr("Hi there,"));
   EXPECT_EQ(header(email.mime, "To"), "ops@example.com");
+  EXPECT_EQ(render::deliverability_warnings(email), std::vector<std::string>{});
 }
 
 // ---- input limits, containment, header folding ---------------------------------------------

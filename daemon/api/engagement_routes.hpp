@@ -1,0 +1,44 @@
+// api/engagement_routes: the endpoints recipients and CRMs reach after a message went out:
+//   GET /c/<token>          click: records it, 302 to the kit's own link (no token: 404)
+//   GET /o/<token>          open pixel: records it, a 1x1 GIF
+//   GET|POST /u/<token>     unsubscribe: confirmation page; RFC 8058 one-click POST
+//   POST /v1/events         bounces and complaints from the relay (admin)
+//   POST /v1/leads          leads from a partner's CRM (admin, partner: own)
+//   GET  /v1/results        per kit and partner results, JSON or CSV (admin, finance, partner)
+// Handlers run on HTTP worker threads and reach PostgreSQL through store::Engagement; what
+// they need from the running daemon (secret, window, the links of a sent message) comes from
+// callbacks, so they never touch the daemon's snapshot or loops directly.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "api/http_server.hpp"
+#include "render/render.hpp"
+#include "store/engagement.hpp"
+
+namespace channeld::api {
+
+struct EngagementSettings {
+  std::string link_secret;  // verifies click, open and unsubscribe tokens
+  std::chrono::seconds attribution_window{90 * 24 * 3600};
+  std::string currency = "USD";  // leads are reported in this currency
+};
+
+struct EngagementDeps {
+  store::Engagement* store = nullptr;
+  std::function<EngagementSettings()> settings;
+  // The URL a click token stands for: the link of that message with that digest, as the kit
+  // renders it for that message now; nullopt if the kit no longer has that link.
+  std::function<std::optional<std::string>(const store::MessageRef&, const render::ClickTarget&)>
+      link;
+  // A partner's display name for the unsubscribe page; the id itself when unknown.
+  std::function<std::string(const std::string& partner_id)> partner_name;
+  std::function<SysTime()> clock;
+};
+
+std::vector<Route> engagement_routes(EngagementDeps deps);
+
+}  // namespace channeld::api

@@ -1,0 +1,32 @@
+// api/message: the request and response values Routes and its handlers exchange, free of any
+// socket or HTTP library.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+
+namespace channeld::api {
+
+struct Request {
+  std::string method;                          // "GET", "HEAD", "POST", ...
+  std::string path;                            // decoded, without the query string
+  std::map<std::string, std::string> query;    // first value of each parameter
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+  // Fields of a multipart/form-data body (its `body` is then empty). Fields of an
+  // application/x-www-form-urlencoded body are in `query` as well as in `body`.
+  std::map<std::string, std::string> form;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+  std::map<std::string, std::string> headers;  // beyond Content-Type and Content-Length
+};
+
+// {"error": message} with the given status: every error this API returns has this shape.
+Response json_error(int status, std::string_view message);
+
+}  // namespace channeld::api

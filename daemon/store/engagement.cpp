@@ -1,0 +1,384 @@
+#include "store/engagement.hpp"
+
+#include "store/session.hpp"
+
+namespace channeld::store {
+
+namespace {
+
+constexpr const char* kMessageColumns =
+    "SELECT id, idem_key, kit_id, step_id, partner_id, email, contact, state,"
+    " COALESCE(message_id, ''), COALESCE(rendered_version, 0),"
+    " COALESCE(CAST(extract(epoch FROM sent_at) AS bigint), -1) FROM outbox ";
+
+std::optional<MessageRef> one_message(soci::session& sql, const std::string& where,
+                                      const std::string& value) {
+  MessageRef m;
+  long long id = 0, sent = -1;
+  soci::indicator found = soci::i_null;
+  sql << std::string(kMessageColumns) + where + " LIMIT 1", soci::use(value, "value"),
+      soci::into(id, found), soci::into(m.idempotency_key), soci::into(m.kit_id),
+      soci::into(m.step_id), soci::into(m.partner_id), soci::into(m.email),
+      soci::into(m.contact_json), soci::into(m.state), soci::into(m.message_id),
+      soci::into(m.rendered_version), soci::into(sent);
+  if (!sql.got_data() || found == soci::i_null) return std::nullopt;
+  m.outbox_id = id;
+  if (sent >= 0) m.sent_at = from_epoch(sent);
+  return m;
+}
+
+// Every engagement column starts from a row for the message; created on first use.
+constexpr const char* kEnsureRow =
+    "INSERT INTO message_engagement (outbox_id, kit_id, partner_id)"
+    " VALUES (:id, :kit, :partner) ON CONFLICT (outbox_id) DO NOTHING";
+
+void ensure_row(soci::session& sql, long long id, const std::string& kit,
+                const std::string& partner) {
+  sql << kEnsureRow, soci::use(id, "id"), soci::use(kit, "kit"), soci::use(partner, "partner");
+}
+
+void event(soci::session& sql, long long id, const std::string& at, const std::string& kind,
+           const std::string& detail) {
+  sql << "INSERT INTO delivery_event (outbox_id, at, kind, detail)"
+         " VALUES (:id, CAST(:at AS timestamptz), :kind, :detail)",
+      soci::use(id, "id"), soci::use(at, "at"), soci::use(kind, "kind"),
+      soci::use(detail, "detail");
+}
+
+// User agents are attacker-chosen text: bounded before they reach the event log.
+std::string clip(const std::string& text) {
+  return text.size() <= 200 ? text : text.substr(0, 200);
+}
+
+}  // namespace
+
+std::optional<MessageRef> Engagement::message_by_key(const std::string& idempotency_key) {
+  return store_.impl().run("reading a message", [&](soci::session& sql) {
+    return one_message(sql, "WHERE idem_key = :value", idempotency_key);
+  });
+}
+
+std::optional<MessageRef> Engagement::message_by_message_id(const std::string& message_id) {
+  return store_.impl().run("reading a message", [&](soci::session& sql) {
+    return one_message(sql, "WHERE message_id = :value", message_id);
+  });
+}
+
+void Engagement::record_open(const MessageRef& message, bool proxy, const std::string& user_agent,
+                             SysTime now) {
+  const std::string at = timestamp_text(now);
+  const long long id = message.outbox_id;
+  const int proxied = proxy ? 1 : 0;
+  store_.impl().run("recording an open", [&](soci::session& sql) {
+    soci::transaction tx(sql);
+    ensure_row(sql, id, message.kit_id, message.partner_id);
+    sql << "UPDATE message_engagement SET opens = opens + 1,"
+           " proxy_opens = proxy_opens + :proxy,"
+           " first_open_at = COALESCE(first_open_at, CAST(:at AS timestamptz))"
+           " WHERE outbox_id = :id",
+        soci::use(proxied, "proxy"), soci::use(at, "at"), soci::use(id, "id");
+    event(sql, id, at, proxy ? "opened_by_proxy" : "opened", clip(user_agent));
+    tx.commit();
+  });
+}
+
+void Engagement::record_click(const MessageRef& message, int link_index, bool proxy,
+                              const std::string& user_agent, SysTime now) {
+  const std::string at = timestamp_text(now);
+  const long long id = message.outbox_id;
+  const int human = proxy ? 0 : 1;
+  store_.impl().run("recording a click", [&](soci::session& sql) {
+    soci::transaction tx(sql);
+    ensure_row(sql, id, message.kit_id, message.partner_id);
+    sql << "UPDATE message_engagement SET clicks = clicks + 1,"
+           " human_clicks = human_clicks + :human,"
+           " first_click_at = COALESCE(first_click_at, CAST(:at AS timestamptz))"
+           " WHERE outbox_id = :id",
+        soci::use(human, "human"), soci::use(at, "at"), soci::use(id, "id");
+    event(sql, id, at, proxy ? "clicked_by_scanner" : "clicked",
+          "link " + std::to_string(link_index) + "; " + clip(user_agent));
+    tx.commit();
+  });
+}
+
+bool Engagement::unsubscribe(const std::string& partner_id, const std::string& email, SysTime now) {
+  const std::string address = lower_ascii(email);
+  const std::string at = timestamp_text(now);
+  return store_.impl().run("recording an unsubscribe", [&](soci::session& sql) {
+    soci::transaction tx(sql);
+    int already = 0;
+    sql << "SELECT CAST(EXISTS (SELECT 1 FROM suppression"
+           " WHERE email = :email AND partner_id IN ('', :partner)) AS integer)",
+        soci::use(address, "email"), soci::use(partner_id, "partner"), soci::into(already);
+    sql << "INSERT INTO suppression (email, partner_id, reason, created_at)"
+           " VALUES (:email, :partner, 'unsubscribed', CAST(:at AS timestamptz))"
+           " ON CONFLICT DO NOTHING",
+        soci::use(address, "email"), soci::use(partner_id, "partner"), soci::use(at, "at");
+    if (already == 0) {
+      long long id = 0;
+      std::string kit;
+      soci::indicator found = soci::i_null;
+      sql << "SELECT id, kit_id FROM outbox WHERE partner_id = :partner AND email = :email"
+             " AND sent_at IS NOT NULL ORDER BY sent_at DESC, id DESC LIMIT 1",
+          soci::use(partner_id, "partner"), soci::use(address, "email"), soci::into(id, found),
+          soci::into(kit);
+      if (sql.got_data() && found != soci::i_null) {
+        ensure_row(sql, id, kit, partner_id);
+        sql << "UPDATE message_engagement SET unsubscribed_at ="
+               " COALESCE(unsubscribed_at, CAST(:at AS timestamptz)) WHERE outbox_id = :id",
+            soci::use(at, "at"), soci::use(id, "id");
+        event(sql, id, at, "unsubscribed", "");
+      }
+    }
+    tx.commit();
+    return already == 0;
+  });
+}
+
+std::size_t Engagement::report(ReportKind kind, const std::optional<MessageRef>& message,
+                               const std::string& email, SysTime now) {
+  const std::string address = lower_ascii(message ? message->email : email);
+  const std::string at = timestamp_text(now);
+  return store_.impl().run("recording a bounce or complaint", [&](soci::session& sql) {
+    soci::transaction tx(sql);
+    long long id = 0;
+    std::string kit, partner;
+    soci::indicator found = soci::i_null;
+    if (message) {
+      id = message->outbox_id;
+      kit = message->kit_id;
+      partner = message->partner_id;
+      found = soci::i_ok;
+    } else {
+      sql << "SELECT id, kit_id, partner_id FROM outbox WHERE email = :email"
+             " AND sent_at IS NOT NULL ORDER BY sent_at DESC, id DESC LIMIT 1",
+          soci::use(address, "email"), soci::into(id, found), soci::into(kit), soci::into(partner);
+      if (!sql.got_data()) found = soci::i_null;
+    }
+    const std::string reason = kind == ReportKind::hard_bounce ? "hard bounce reported"
+                               : kind == ReportKind::complaint ? "complaint reported"
+                                                               : "";
+    if (kind != ReportKind::soft_bounce) {
+      sql << "INSERT INTO suppression (email, partner_id, reason, created_at)"
+             " VALUES (:email, '', :reason, CAST(:at AS timestamptz)) ON CONFLICT DO NOTHING",
+          soci::use(address, "email"), soci::use(reason, "reason"), soci::use(at, "at");
+    }
+    if (found == soci::i_null) {
+      tx.commit();
+      return std::size_t{0};
+    }
+    ensure_row(sql, id, kit, partner);
+    switch (kind) {
+      case ReportKind::hard_bounce:
+        // Only a message that went out can bounce later; one still queued or sending is left
+        // to its dispatcher (and is suppressed now, so it will not be sent).
+        sql << "UPDATE outbox SET state = 'bounced', updated_at = CAST(:at AS timestamptz),"
+               " last_error = 'hard bounce reported after delivery'"
+               " WHERE id = :id AND state = 'sent'",
+            soci::use(at, "at"), soci::use(id, "id");
+        event(sql, id, at, "bounced", "hard bounce reported");
+        break;
+      case ReportKind::soft_bounce:
+        sql << "UPDATE message_engagement SET soft_bounces = soft_bounces + 1"
+               " WHERE outbox_id = :id",
+            soci::use(id, "id");
+        event(sql, id, at, "soft_bounce", "soft bounce reported");
+        break;
+      case ReportKind::complaint:
+        sql << "UPDATE message_engagement SET complained_at ="
+               " COALESCE(complained_at, CAST(:at AS timestamptz)) WHERE outbox_id = :id",
+            soci::use(at, "at"), soci::use(id, "id");
+        event(sql, id, at, "complained", "complaint reported");
+        break;
+    }
+    tx.commit();
+    return std::size_t{1};
+  });
+}
+
+std::vector<Touch> Engagement::touches(const std::string& partner_id, const std::string& email,
+                                       SysTime since, SysTime until) {
+  const std::string address = lower_ascii(email);
+  const std::string from = timestamp_text(since), to = timestamp_text(until);
+  return store_.impl().run("reading a contact's messages", [&](soci::session& sql) {
+    Touch t;
+    long long id = 0, sent = 0;
+    int clicked = 0;
+    soci::statement st =
+        (sql.prepare << "SELECT o.id, o.kit_id, o.step_id, COALESCE(o.message_id, ''),"
+                        " CAST(extract(epoch FROM o.sent_at) AS bigint),"
+                        " CAST(COALESCE(e.human_clicks, 0) > 0 AS integer)"
+                        " FROM outbox o LEFT JOIN message_engagement e ON e.outbox_id = o.id"
+                        " WHERE o.partner_id = :partner AND o.email = :email"
+                        " AND o.channel = 'email' AND o.sent_at IS NOT NULL"
+                        " AND o.sent_at BETWEEN CAST(:since AS timestamptz)"
+                        " AND CAST(:until AS timestamptz)"
+                        " ORDER BY o.sent_at DESC, o.id DESC",
+         soci::use(partner_id, "partner"), soci::use(address, "email"), soci::use(from, "since"),
+         soci::use(to, "until"), soci::into(id), soci::into(t.kit_id), soci::into(t.step_id),
+         soci::into(t.message_id), soci::into(sent), soci::into(clicked));
+    st.execute();
+    std::vector<Touch> out;
+    while (st.fetch()) {
+      t.outbox_id = id;
+      t.sent_at = from_epoch(sent);
+      t.clicked = clicked != 0;
+      out.push_back(t);
+    }
+    return out;
+  });
+}
+
+LeadSaved Engagement::save_lead(const LeadRecord& lead, SysTime now) {
+  const std::string at = timestamp_text(now);
+  const std::string address = lower_ascii(lead.email);
+  const long long amount = lead.amount_minor;
+  // Bound as text so that "no touch" travels as an empty string and becomes NULL in SQL.
+  const std::string outbox = lead.touch ? std::to_string(lead.touch->outbox_id) : "";
+  const std::string kit = lead.touch ? lead.touch->kit_id : "";
+  const std::string step = lead.touch ? lead.touch->step_id : "";
+  return store_.impl().run("saving a lead", [&](soci::session& sql) {
+    LeadSaved saved;
+    int created = 0;
+    std::string saved_kit, saved_step;
+    sql << "INSERT INTO lead (partner_id, external_id, email, stage, amount_minor, currency,"
+           " outbox_id, kit_id, step_id, origin, created_at, updated_at)"
+           " VALUES (:partner, :external, :email, :stage, :amount, :currency,"
+           " CAST(NULLIF(:outbox, '') AS bigint), NULLIF(:kit, ''), NULLIF(:step, ''), :origin,"
+           " CAST(:at AS timestamptz), CAST(:at AS timestamptz))"
+           " ON CONFLICT (partner_id, external_id) DO UPDATE SET stage = EXCLUDED.stage,"
+           " amount_minor = EXCLUDED.amount_minor, currency = EXCLUDED.currency,"
+           " updated_at = EXCLUDED.updated_at"
+           " RETURNING CAST(xmax = 0 AS integer), stage, origin, COALESCE(kit_id, ''),"
+           " COALESCE(step_id, '')",
+        soci::use(lead.partner_id, "partner"), soci::use(lead.external_id, "external"),
+        soci::use(address, "email"), soci::use(lead.stage, "stage"), soci::use(amount, "amount"),
+        soci::use(lead.currency, "currency"), soci::use(outbox, "outbox"), soci::use(kit, "kit"),
+        soci::use(step, "step"), soci::use(lead.origin, "origin"), soci::use(at, "at"),
+        soci::into(created), soci::into(saved.stage), soci::into(saved.origin),
+        soci::into(saved_kit), soci::into(saved_step);
+    saved.created = created != 0;
+    if (!saved_kit.empty()) saved.kit_id = saved_kit;
+    if (!saved_step.empty()) saved.step_id = saved_step;
+    return saved;
+  });
+}
+
+std::vector<KitPartnerResult> Engagement::results(const std::string& kit_id,
+                                                  const std::string& partner_id) {
+  return store_.impl().run("reading results", [&](soci::session& sql) {
+    std::map<std::pair<std::string, std::string>, KitPartnerResult> rows;
+    {
+      KitPartnerResult r;
+      long long sent = 0, delivered = 0, bounced = 0, opens = 0, clicks = 0, unsubscribes = 0,
+                complaints = 0, last = -1;
+      soci::statement st =
+          (sql.prepare << "SELECT o.kit_id, o.partner_id,"
+                          " count(*) FILTER (WHERE o.state IN ('sent', 'bounced')),"
+                          " count(*) FILTER (WHERE o.state = 'sent'),"
+                          " count(*) FILTER (WHERE o.state = 'bounced'),"
+                          " count(e.outbox_id) FILTER (WHERE e.opens > e.proxy_opens),"
+                          " count(e.outbox_id) FILTER (WHERE e.human_clicks > 0),"
+                          " count(e.unsubscribed_at), count(e.complained_at),"
+                          " COALESCE(CAST(extract(epoch FROM max(o.sent_at)) AS bigint), -1)"
+                          " FROM outbox o LEFT JOIN message_engagement e ON e.outbox_id = o.id"
+                          " WHERE o.channel = 'email' AND (:kit = '' OR o.kit_id = :kit)"
+                          " AND (:partner = '' OR o.partner_id = :partner)"
+                          " GROUP BY o.kit_id, o.partner_id",
+           soci::use(kit_id, "kit"), soci::use(partner_id, "partner"), soci::into(r.kit_id),
+           soci::into(r.partner_id), soci::into(sent), soci::into(delivered), soci::into(bounced),
+           soci::into(opens), soci::into(clicks), soci::into(unsubscribes), soci::into(complaints),
+           soci::into(last));
+      st.execute();
+      while (st.fetch()) {
+        KitPartnerResult& row = rows[{r.kit_id, r.partner_id}];
+        row.kit_id = r.kit_id;
+        row.partner_id = r.partner_id;
+        row.sent = sent;
+        row.delivered = delivered;
+        row.bounced = bounced;
+        row.unique_opens = opens;
+        row.unique_human_clicks = clicks;
+        row.unsubscribes = unsubscribes;
+        row.complaints = complaints;
+        if (last >= 0) row.last_sent_at = from_epoch(last);
+      }
+    }
+    {
+      std::string kit, partner;
+      long long leads = 0, pipeline = 0, won = 0;
+      soci::statement st =
+          (sql.prepare << "SELECT kit_id, partner_id, count(*),"
+                          " COALESCE(sum(amount_minor) FILTER (WHERE stage <> 'won'), 0),"
+                          " COALESCE(sum(amount_minor) FILTER (WHERE stage = 'won'), 0)"
+                          " FROM lead WHERE kit_id IS NOT NULL"
+                          " AND (:kit = '' OR kit_id = :kit)"
+                          " AND (:partner = '' OR partner_id = :partner)"
+                          " GROUP BY kit_id, partner_id",
+           soci::use(kit_id, "kit"), soci::use(partner_id, "partner"), soci::into(kit),
+           soci::into(partner), soci::into(leads), soci::into(pipeline), soci::into(won));
+      st.execute();
+      while (st.fetch()) {
+        KitPartnerResult& row = rows[{kit, partner}];
+        row.kit_id = kit;
+        row.partner_id = partner;
+        row.leads = leads;
+        row.pipeline_minor = pipeline;
+        row.won_minor = won;
+      }
+    }
+    std::vector<KitPartnerResult> out;
+    out.reserve(rows.size());
+    for (auto& [key, row] : rows) out.push_back(std::move(row));
+    return out;
+  });
+}
+
+void Engagement::add_token(const std::string& name, const std::string& token_hash,
+                           const std::string& role) {
+  store_.impl().run("creating an API token", [&](soci::session& sql) {
+    soci::transaction tx(sql);
+    // A revoked token's name may be reused; its old hash goes with it.
+    sql << "DELETE FROM api_token WHERE name = :name AND revoked_at IS NOT NULL",
+        soci::use(name, "name");
+    sql << "INSERT INTO api_token (name, token_hash, role) VALUES (:name, :hash, :role)",
+        soci::use(name, "name"), soci::use(token_hash, "hash"), soci::use(role, "role");
+    tx.commit();
+  });
+}
+
+bool Engagement::revoke_token(const std::string& name, SysTime now) {
+  const std::string at = timestamp_text(now);
+  return store_.impl().run("revoking an API token", [&](soci::session& sql) {
+    soci::statement st =
+        (sql.prepare << "UPDATE api_token SET revoked_at = CAST(:at AS timestamptz)"
+                        " WHERE name = :name AND revoked_at IS NULL",
+         soci::use(at, "at"), soci::use(name, "name"));
+    st.execute(true);
+    return st.get_affected_rows() > 0;
+  });
+}
+
+bool Engagement::token_by_name_exists(const std::string& name) {
+  return store_.impl().run("reading API tokens", [&](soci::session& sql) {
+    int found = 0;
+    sql << "SELECT CAST(EXISTS (SELECT 1 FROM api_token WHERE name = :name"
+           " AND revoked_at IS NULL) AS integer)",
+        soci::use(name, "name"), soci::into(found);
+    return found != 0;
+  });
+}
+
+std::optional<std::pair<std::string, std::string>> Engagement::token_by_hash(
+    const std::string& token_hash) {
+  return store_.impl().run("checking an API token", [&](soci::session& sql) {
+    std::string name, role;
+    sql << "SELECT name, role FROM api_token WHERE token_hash = :hash AND revoked_at IS NULL",
+        soci::use(token_hash, "hash"), soci::into(name), soci::into(role);
+    std::optional<std::pair<std::string, std::string>> out;
+    if (sql.got_data()) out.emplace(name, role);
+    return out;
+  });
+}
+
+}  // namespace channeld::store

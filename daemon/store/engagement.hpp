@@ -1,0 +1,129 @@
+// store/engagement: what happened after a message went out, in PostgreSQL: opens and clicks
+// per message, unsubscribes, bounces and complaints reported later, leads and their
+// attribution, per-(kit, partner) results, and API token hashes. Same threading and error
+// rules as Store (any thread; StoreError on failure; the caller's `now` for every timestamp).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/store.hpp"
+
+namespace channeld::store {
+
+// An outbox row as engagement sees it.
+struct MessageRef {
+  std::int64_t outbox_id = 0;
+  std::string idempotency_key;
+  std::string kit_id;
+  std::string step_id;
+  std::string partner_id;
+  std::string email;
+  std::string contact_json;
+  std::string state;
+  std::string message_id;    // "" until rendered
+  int rendered_version = 0;  // 0 until rendered
+  std::optional<SysTime> sent_at;
+};
+
+// A message that reached a contact: a candidate last touch for a lead.
+struct Touch {
+  std::int64_t outbox_id = 0;
+  std::string kit_id;
+  std::string step_id;
+  std::string message_id;
+  SysTime sent_at{};
+  bool clicked = false;  // at least one human click
+};
+
+enum class ReportKind { hard_bounce, soft_bounce, complaint };
+
+struct LeadRecord {
+  std::string partner_id;
+  std::string external_id;
+  std::string email;
+  std::string stage;  // lead | opportunity | won
+  std::int64_t amount_minor = 0;
+  std::string currency;
+  // Attribution, used only when the lead is new: a later report moves stage and amount only.
+  std::optional<Touch> touch;
+  std::string origin;  // partner_sourced | influenced | unattributed
+};
+
+struct LeadSaved {
+  bool created = false;
+  std::string stage;
+  std::string origin;
+  std::optional<std::string> kit_id, step_id;
+};
+
+// Results of one kit for one partner (email messages only). Amounts in minor units of the
+// installation's currency.
+struct KitPartnerResult {
+  std::string kit_id;
+  std::string partner_id;
+  std::int64_t sent = 0;       // handed to the relay: delivered + bounced
+  std::int64_t delivered = 0;  // accepted and not bounced since
+  std::int64_t bounced = 0;
+  std::int64_t unique_opens = 0;         // messages opened at least once, proxies not counted
+  std::int64_t unique_human_clicks = 0;  // messages clicked at least once by a person
+  std::int64_t unsubscribes = 0;
+  std::int64_t complaints = 0;
+  std::int64_t leads = 0;
+  std::int64_t pipeline_minor = 0;  // leads at stage lead or opportunity
+  std::int64_t won_minor = 0;
+  std::optional<SysTime> last_sent_at;
+};
+
+class Engagement {
+ public:
+  explicit Engagement(Store& store) : store_(store) {}
+
+  std::optional<MessageRef> message_by_key(const std::string& idempotency_key);
+  std::optional<MessageRef> message_by_message_id(const std::string& message_id);
+
+  // One open (the pixel was fetched) or click. `proxy`: fetched by a privacy proxy or link
+  // scanner, counted in the totals but not as a person's open or click.
+  void record_open(const MessageRef& message, bool proxy, const std::string& user_agent,
+                   SysTime now);
+  void record_click(const MessageRef& message, int link_index, bool proxy,
+                    const std::string& user_agent, SysTime now);
+
+  // Suppresses `email` for `partner_id` and marks the partner's latest message to it as the one
+  // that was unsubscribed from. Idempotent. Returns false if the address was already
+  // suppressed for that partner (or globally).
+  bool unsubscribe(const std::string& partner_id, const std::string& email, SysTime now);
+
+  // A bounce or complaint reported after the send, about one message or (message == nullopt)
+  // the latest message sent to `email`. Hard bounces move the message to `bounced`; hard
+  // bounces and complaints suppress the address for every partner. Returns how many messages
+  // it touched (0 when the address had no message: the suppression still applies).
+  std::size_t report(ReportKind kind, const std::optional<MessageRef>& message,
+                     const std::string& email, SysTime now);
+
+  // Messages the partner sent to `email` that went out within [since, until], newest first.
+  std::vector<Touch> touches(const std::string& partner_id, const std::string& email, SysTime since,
+                             SysTime until);
+  // Inserts the lead, or moves the stage and amount of the partner's lead with the same
+  // external id.
+  LeadSaved save_lead(const LeadRecord& lead, SysTime now);
+
+  // Per (kit, partner); an empty filter matches every kit or partner. Sorted by kit, partner.
+  std::vector<KitPartnerResult> results(const std::string& kit_id, const std::string& partner_id);
+
+  // ---- API tokens ----
+  // Throws StoreError if a live token has that name.
+  void add_token(const std::string& name, const std::string& token_hash, const std::string& role);
+  bool revoke_token(const std::string& name, SysTime now);
+  bool token_by_name_exists(const std::string& name);  // a live token has this name
+  // (name, role) of a live token with this hash.
+  std::optional<std::pair<std::string, std::string>> token_by_hash(const std::string& token_hash);
+
+ private:
+  Store& store_;
+};
+
+}  // namespace channeld::store
