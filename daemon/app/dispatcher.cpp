@@ -44,17 +44,6 @@ constexpr auto kRecordMargin = std::chrono::seconds(1);
 // between completions, few enough that pacing and deadlines stay in the dispatcher's hands.
 constexpr std::size_t kQueuedPerConnection = 1;
 
-Contact contact_from_json(const std::string& text) {
-  auto j = nlohmann::json::parse(text);
-  Contact c;
-  c.email = j.at("email").get<std::string>();
-  c.first_name = j.value("first_name", "");
-  c.last_name = j.value("last_name", "");
-  c.company = j.value("company", "");
-  if (j.contains("extra")) c.extra = j.at("extra").get<std::map<std::string, std::string>>();
-  return c;
-}
-
 // One line per message that ends without reaching its recipient, so an operator can tell why
 // from the log alone (and grep it by kit, partner or address).
 void log_final_failure(const store::Outcome& o, const std::string& kit, const std::string& step,
@@ -64,26 +53,6 @@ void log_final_failure(const store::Outcome& o, const std::string& kit, const st
                                                              : "failed";
   spdlog::warn("message {}: kit {} step {} partner {} recipient {}: {}", what, kit, step, partner,
                recipient, o.detail);
-}
-
-std::string_view state_label(store::OutcomeKind kind) {
-  switch (kind) {
-    case store::OutcomeKind::sent:
-      return "sent";
-    case store::OutcomeKind::retry:
-      return "retry";
-    case store::OutcomeKind::failed:
-      return "failed";
-    case store::OutcomeKind::bounced:
-      return "bounced";
-    case store::OutcomeKind::suppressed:
-      return "suppressed";
-    case store::OutcomeKind::expired:
-      return "expired";
-    case store::OutcomeKind::deferred:
-      return "deferred";
-  }
-  return "unknown";
 }
 
 }  // namespace
@@ -128,7 +97,7 @@ Dispatcher::Dispatcher(asio::io_context& io, asio::thread_pool& db_pool, store::
   for (auto kind :
        {store::OutcomeKind::sent, store::OutcomeKind::failed, store::OutcomeKind::bounced,
         store::OutcomeKind::expired, store::OutcomeKind::suppressed})
-    metrics_.add("messages_total", metrics::label_set({{"state", state_label(kind)}}), 0);
+    metrics_.add("messages_total", metrics::label_set({{"state", store::to_string(kind)}}), 0);
   policy_ = RetryPolicy{config.delivery.max_attempts, config.delivery.backoff_base,
                         config.delivery.backoff_max};
   limits_ =
@@ -256,13 +225,13 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
         ready.webhook = deliver::WebhookRequest{
             row.id, partner->webhook->url, deliver::webhook_id(row.idempotency_key),
             partner->webhook->key,
-            render::render_payload(*kit->templates, *step, ctx, contact_from_json(row.contact_json),
+            render::render_payload(*kit->templates, *step, ctx, store::contact_from_json(row.contact_json),
                                    row.idempotency_key)};
         out.ready.push_back(std::move(ready));
         continue;
       }
       auto message =
-          render::render_email(*kit->templates, *step, ctx, contact_from_json(row.contact_json),
+          render::render_email(*kit->templates, *step, ctx, store::contact_from_json(row.contact_json),
                                row.idempotency_key, now);
       Ready ready;
       ready.email.id = row.id;
@@ -446,7 +415,7 @@ std::size_t Dispatcher::in_flight() const {
 }
 
 void Dispatcher::settle(store::Outcome o) {
-  metrics_.add("messages_total", metrics::label_set({{"state", state_label(o.kind)}}));
+  metrics_.add("messages_total", metrics::label_set({{"state", store::to_string(o.kind)}}));
   outcomes_.push_back(std::move(o));
   schedule_flush();
 }

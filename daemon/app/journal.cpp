@@ -32,39 +32,6 @@ std::string safe_stem(const std::string& owner) {
   return out.empty() ? "_" : out;
 }
 
-const char* kind_text(store::OutcomeKind kind) {
-  using store::OutcomeKind;
-  switch (kind) {
-    case OutcomeKind::sent:
-      return "sent";
-    case OutcomeKind::retry:
-      return "retry";
-    case OutcomeKind::failed:
-      return "failed";
-    case OutcomeKind::bounced:
-      return "bounced";
-    case OutcomeKind::suppressed:
-      return "suppressed";
-    case OutcomeKind::expired:
-      return "expired";
-    case OutcomeKind::deferred:
-      return "deferred";
-  }
-  return "failed";
-}
-
-bool kind_from(const std::string& text, store::OutcomeKind& kind) {
-  using store::OutcomeKind;
-  for (auto k : {OutcomeKind::sent, OutcomeKind::retry, OutcomeKind::failed, OutcomeKind::bounced,
-                 OutcomeKind::suppressed, OutcomeKind::expired, OutcomeKind::deferred}) {
-    if (text == kind_text(k)) {
-      kind = k;
-      return true;
-    }
-  }
-  return false;
-}
-
 std::string errno_text() {
   return std::strerror(errno);
 }
@@ -85,7 +52,7 @@ std::string journal_line(const std::string& owner, const store::Outcome& o) {
   nlohmann::json j = {
       {"owner", owner},
       {"id", o.id},
-      {"kind", kind_text(o.kind)},
+      {"kind", store::to_string(o.kind)},
       {"detail", o.detail},
       {"retry_at",
        std::chrono::duration_cast<std::chrono::seconds>(o.retry_at.time_since_epoch()).count()},
@@ -102,7 +69,9 @@ bool parse_journal_line(const std::string& line, std::string& owner, store::Outc
     owner = j.at("owner").get<std::string>();
     o = store::Outcome{};
     o.id = j.at("id").get<std::int64_t>();
-    if (!kind_from(j.at("kind").get<std::string>(), o.kind)) return false;
+    const auto kind = store::outcome_kind_from(j.at("kind").get<std::string>());
+    if (!kind) return false;
+    o.kind = *kind;
     o.detail = j.value("detail", "");
     o.retry_at = SysTime(std::chrono::seconds(j.value("retry_at", std::int64_t{0})));
     o.message_id = j.value("message_id", "");

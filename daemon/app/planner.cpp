@@ -11,15 +11,6 @@ namespace channeld::app {
 
 namespace {
 constexpr std::size_t kBatch = 2000;
-
-std::string contact_json(const Contact& c) {
-  nlohmann::json j{{"email", c.email},
-                   {"first_name", c.first_name},
-                   {"last_name", c.last_name},
-                   {"company", c.company}};
-  if (!c.extra.empty()) j["extra"] = c.extra;
-  return j.dump();
-}
 }  // namespace
 
 std::string Planner::audience_digest(const std::string& path) {
@@ -90,7 +81,7 @@ void Planner::expand(const Kit& kit, const Step& step, const Partner& partner, S
   };
   while (auto contact = reader.next()) {
     batch.push_back(store::NewMessage{kit.id, kit.version, step.id, partner.id, step.channel,
-                                      contact->email, contact_json(*contact), due});
+                                      contact->email, store::contact_json(*contact), due});
     if (batch.size() == kBatch) flush();
   }
   flush();

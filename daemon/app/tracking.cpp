@@ -1,24 +1,8 @@
 #include "app/tracking.hpp"
 
-#include <nlohmann/json.hpp>
+#include "store/store.hpp"
 
 namespace channeld::app {
-
-namespace {
-
-// The outbox keeps the contact as the JSON the planner wrote (see Planner).
-Contact contact_from_json(const std::string& text) {
-  auto j = nlohmann::json::parse(text);
-  Contact c;
-  c.email = j.at("email").get<std::string>();
-  c.first_name = j.value("first_name", "");
-  c.last_name = j.value("last_name", "");
-  c.company = j.value("company", "");
-  if (j.contains("extra")) c.extra = j.at("extra").get<std::map<std::string, std::string>>();
-  return c;
-}
-
-}  // namespace
 
 std::optional<std::string> tracked_link(const Snapshot& snapshot, const store::MessageRef& message,
                                         const render::ClickTarget& target, SysTime now) {
@@ -32,9 +16,9 @@ std::optional<std::string> tracked_link(const Snapshot& snapshot, const store::M
   if (step == nullptr) return std::nullopt;
   const render::Context ctx =
       render::make_context(snapshot.config, kit->kit, *partner, snapshot.link_secret);
-  const auto email =
-      render::render_email(*kit->templates, *step, ctx, contact_from_json(message.contact_json),
-                           message.idempotency_key, now);
+  const auto email = render::render_email(*kit->templates, *step, ctx,
+                                          store::contact_from_json(message.contact_json),
+                                          message.idempotency_key, now);
   const auto index = static_cast<std::size_t>(target.index);
   if (index < email.links.size() && render::link_digest(email.links[index]) == target.link_digest)
     return email.links[index];

@@ -1,6 +1,7 @@
 #include "store/store.hpp"
 
 #include <libpq-fe.h>
+#include <nlohmann/json.hpp>
 #include <soci/postgresql/soci-postgresql.h>
 #include <soci/soci.h>
 
@@ -32,26 +33,6 @@ Channel channel_from_text(std::string_view text) {
   return text == "webhook" ? Channel::webhook : Channel::email;
 }
 
-// Outcome kinds as stored in delivery_event.kind; record() maps them to outbox states.
-std::string_view outcome_text(OutcomeKind kind) {
-  switch (kind) {
-    case OutcomeKind::sent:
-      return "sent";
-    case OutcomeKind::retry:
-      return "retry";
-    case OutcomeKind::failed:
-      return "failed";
-    case OutcomeKind::bounced:
-      return "bounced";
-    case OutcomeKind::suppressed:
-      return "suppressed";
-    case OutcomeKind::expired:
-      return "expired";
-    case OutcomeKind::deferred:
-      return "deferred";
-  }
-  return "failed";
-}
 
 }  // namespace
 
@@ -282,6 +263,55 @@ constexpr const char* kRecordKitState = R"(
 
 }  // namespace
 
+// record() maps these to outbox states.
+std::string_view to_string(OutcomeKind kind) {
+  switch (kind) {
+    case OutcomeKind::sent:
+      return "sent";
+    case OutcomeKind::retry:
+      return "retry";
+    case OutcomeKind::failed:
+      return "failed";
+    case OutcomeKind::bounced:
+      return "bounced";
+    case OutcomeKind::suppressed:
+      return "suppressed";
+    case OutcomeKind::expired:
+      return "expired";
+    case OutcomeKind::deferred:
+      return "deferred";
+  }
+  return "failed";
+}
+
+std::optional<OutcomeKind> outcome_kind_from(std::string_view text) {
+  for (auto k : {OutcomeKind::sent, OutcomeKind::retry, OutcomeKind::failed, OutcomeKind::bounced,
+                 OutcomeKind::suppressed, OutcomeKind::expired, OutcomeKind::deferred}) {
+    if (text == to_string(k)) return k;
+  }
+  return std::nullopt;
+}
+
+std::string contact_json(const Contact& c) {
+  nlohmann::json j{{"email", c.email},
+                   {"first_name", c.first_name},
+                   {"last_name", c.last_name},
+                   {"company", c.company}};
+  if (!c.extra.empty()) j["extra"] = c.extra;
+  return j.dump();
+}
+
+Contact contact_from_json(const std::string& text) {
+  auto j = nlohmann::json::parse(text);
+  Contact c;
+  c.email = j.at("email").get<std::string>();
+  c.first_name = j.value("first_name", "");
+  c.last_name = j.value("last_name", "");
+  c.company = j.value("company", "");
+  if (j.contains("extra")) c.extra = j.at("extra").get<std::map<std::string, std::string>>();
+  return c;
+}
+
 std::string idempotency_key(const std::string& kit_id, const std::string& step_id,
                             const std::string& partner_id, const std::string& email) {
   return kit_id + "/" + step_id + "/" + partner_id + "/" + lower_ascii(email);
@@ -451,7 +481,7 @@ void Store::record(const std::string& owner, const std::vector<Outcome>& outcome
   ArrayLiteral ids, kinds, details, retry_at, message_ids, versions;
   for (const Outcome& o : outcomes) {
     ids.add(static_cast<long long>(o.id));
-    kinds.add(outcome_text(o.kind));
+    kinds.add(to_string(o.kind));
     details.add(o.detail);
     retry_at.add(o.retry_at);
     message_ids.add(o.message_id);

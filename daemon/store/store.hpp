@@ -51,6 +51,12 @@ struct NewMessage {
 std::string idempotency_key(const std::string& kit_id, const std::string& step_id,
                             const std::string& partner_id, const std::string& email);
 
+// The contact as the outbox keeps it (NewMessage::contact_json, ClaimedMessage::contact_json):
+// the planner writes it, the dispatcher and the click tracker read it back to render.
+std::string contact_json(const Contact& contact);
+// Throws nlohmann::json::exception if `text` is not what contact_json() wrote.
+Contact contact_from_json(const std::string& text);
+
 // A row a dispatcher leased.
 struct ClaimedMessage {
   std::int64_t id = 0;
@@ -76,6 +82,10 @@ enum class OutcomeKind {
   expired,     // not sent: the kit expired or was removed
   deferred,    // not sent, not an attempt: outside the send window or rate-limited; due at retry_at
 };
+
+// An outcome kind as delivery_event.kind, the journal and the messages_total metric name it.
+std::string_view to_string(OutcomeKind kind);
+std::optional<OutcomeKind> outcome_kind_from(std::string_view text);
 
 struct Outcome {
   std::int64_t id = 0;
