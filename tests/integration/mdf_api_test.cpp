@@ -178,6 +178,10 @@ TEST_F(MdfApi, APartnerPostsItsOwnClaimsAndGetsAResultPerClaimWithDuplicatesRefu
   EXPECT_EQ(body["results"][2]["outcome"], "refused");
   EXPECT_EQ(body["results"][2]["detail"], "duplicate claim_id");
   EXPECT_EQ(stored_claims(), 2);
+  soci::session db("postgresql", db_);
+  std::string source;
+  db << "SELECT source FROM mdf_claim WHERE claim_id = 'A-2'", soci::into(source);
+  EXPECT_EQ(source, "api:acme");
 }
 
 TEST_F(MdfApi, APartnerPostingAnotherPartnersClaimGets403AndNothingIsStored) {
