@@ -25,6 +25,7 @@
 
 #include "api/engagement_routes.hpp"
 #include "api/http_server.hpp"
+#include "api/mdf_routes.hpp"
 #include "app/dispatcher.hpp"
 #include "app/claims.hpp"
 #include "app/journal.hpp"
@@ -289,6 +290,15 @@ class Daemon {
     };
     deps.clock = system_now;
     routes.add(api::engagement_routes(std::move(deps)));
+    api::MdfDeps mdf_deps;
+    mdf_deps.store = &store_;
+    // The report from the current snapshot's config and partner files, as the CLI reads them.
+    mdf_deps.report = [this](const mdf::Period& period) {
+      const auto snapshot = snapshots_.get();
+      return build_report(store_, snapshot->config, snapshot->partners, period);
+    };
+    mdf_deps.clock = system_now;
+    routes.add(api::mdf_routes(std::move(mdf_deps)));
     metrics_.describe("messages_total", "Delivery outcomes recorded by this process, by state");
     metrics_.describe("messages_reclaimed_total",
                       "Messages re-sent after another process's lease expired mid-send "

@@ -203,9 +203,11 @@ struct PartnerSummary {
 
 // Pipeline and won amounts of the period's leads, in the fund currency.
 struct LeadTotals {
-  std::int64_t sourced_pipeline = 0;  // leads the partner registered itself
+  // partner_sourced: the attributed last touch was clicked
+  std::int64_t sourced_pipeline = 0;
   std::int64_t sourced_won = 0;
-  std::int64_t influenced_pipeline = 0;  // leads that came from a channeld message
+  // influenced: a message reached the contact, no click
+  std::int64_t influenced_pipeline = 0;
   std::int64_t influenced_won = 0;
 };
 

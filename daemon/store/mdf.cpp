@@ -237,24 +237,69 @@ std::vector<DecisionRecord> MdfStore::history(std::int64_t claim) {
 std::map<std::pair<std::string, std::string>, mdf::CampaignResults> MdfStore::campaign_results() {
   return store_.impl().run("reading campaign results", [&](soci::session& sql) {
     std::map<std::pair<std::string, std::string>, mdf::CampaignResults> results;
-    soci::rowset<soci::row> rows = sql.prepare
+    soci::rowset<soci::row> sent = sql.prepare
                                    << "SELECT kit_id, partner_id, count(*),"
                                       " CAST(extract(epoch FROM max(sent_at)) AS bigint)"
                                       " FROM outbox WHERE state = 'sent' AND channel = 'email'"
                                       " GROUP BY kit_id, partner_id";
-    for (const soci::row& r : rows) {
+    for (const soci::row& r : sent) {
       mdf::CampaignResults& out = results[{r.get<std::string>(0), r.get<std::string>(1)}];
       out.delivered = r.get<long long>(2);
       out.last_send = from_epoch(r.get<long long>(3));
+    }
+    // A contact who clicked in several messages of the campaign counts once; clicks by link
+    // scanners (human_clicks stays 0) do not count at all, as in the engagement results.
+    soci::rowset<soci::row> clicks =
+        sql.prepare << "SELECT o.kit_id, o.partner_id, count(DISTINCT lower(o.email))"
+                       " FROM message_engagement e JOIN outbox o ON o.id = e.outbox_id"
+                       " WHERE e.human_clicks > 0 AND o.channel = 'email'"
+                       " GROUP BY o.kit_id, o.partner_id";
+    for (const soci::row& r : clicks) {
+      results[{r.get<std::string>(0), r.get<std::string>(1)}].unique_clicks = r.get<long long>(2);
+    }
+    // Leads attributed to the campaign (a kit is recorded only with an origin other than
+    // unattributed), at any stage.
+    soci::rowset<soci::row> leads = sql.prepare
+                                    << "SELECT kit_id, partner_id, count(*) FROM lead"
+                                       " WHERE kit_id IS NOT NULL AND origin <> 'unattributed'"
+                                       " GROUP BY kit_id, partner_id";
+    for (const soci::row& r : leads) {
+      results[{r.get<std::string>(0), r.get<std::string>(1)}].leads = r.get<long long>(2);
     }
     return results;
   });
 }
 
-mdf::LeadTotals MdfStore::lead_totals(const mdf::Period&, const std::string&) {
-  // Leads are recorded by the engagement component (POST /v1/leads); until its table exists
-  // there is no pipeline to count.
-  return {};
+mdf::LeadTotals MdfStore::lead_totals(const mdf::Period& period, const std::string& currency) {
+  const int year = period.year, first_month = 3 * (period.quarter - 1) + 1;
+  return store_.impl().run("reading lead totals", [&](soci::session& sql) {
+    mdf::LeadTotals totals;
+    long long sourced_pipeline = 0, sourced_won = 0, influenced_pipeline = 0, influenced_won = 0;
+    // The period's leads are those first reported in its quarter (UTC). Pipeline is every stage
+    // before won, as in the engagement results; amounts in another currency cannot be added to
+    // the fund's and are left out.
+    sql << "WITH quarter AS (SELECT make_timestamptz(:year, :month, 1, 0, 0, 0, 'UTC') AS start),"
+           " period_lead AS (SELECT origin, stage, amount_minor FROM lead, quarter"
+           "   WHERE created_at >= quarter.start"
+           "   AND created_at < quarter.start + interval '3 months' AND currency = :currency)"
+           " SELECT"
+           " COALESCE(sum(amount_minor) FILTER (WHERE origin = 'partner_sourced'"
+           "   AND stage <> 'won'), 0),"
+           " COALESCE(sum(amount_minor) FILTER (WHERE origin = 'partner_sourced'"
+           "   AND stage = 'won'), 0),"
+           " COALESCE(sum(amount_minor) FILTER (WHERE origin = 'influenced' AND stage <> 'won'),"
+           "   0),"
+           " COALESCE(sum(amount_minor) FILTER (WHERE origin = 'influenced' AND stage = 'won'), 0)"
+           " FROM period_lead",
+        soci::use(year, "year"), soci::use(first_month, "month"), soci::use(currency, "currency"),
+        soci::into(sourced_pipeline), soci::into(sourced_won), soci::into(influenced_pipeline),
+        soci::into(influenced_won);
+    totals.sourced_pipeline = sourced_pipeline;
+    totals.sourced_won = sourced_won;
+    totals.influenced_pipeline = influenced_pipeline;
+    totals.influenced_won = influenced_won;
+    return totals;
+  });
 }
 
 }  // namespace channeld::store

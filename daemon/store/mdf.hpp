@@ -72,10 +72,13 @@ class MdfStore {
   std::vector<DecisionRecord> history(std::int64_t claim);
 
   // What each (kit, partner) campaign did: delivered = email messages sent, last_send = the last
-  // one's time. unique_clicks and leads are 0 until engagement tracking records them.
+  // one's time, unique_clicks = distinct contacts with a human click (message_engagement),
+  // leads = leads attributed to the kit (lead, any stage).
   std::map<std::pair<std::string, std::string>, mdf::CampaignResults> campaign_results();
-  // Pipeline and won amounts of the period's leads in `currency`; zero until lead tracking
-  // exists.
+  // Pipeline (stages before won) and won amounts of the leads first reported in the period's
+  // quarter, in `currency`, by origin as engagement attributes it: partner_sourced (the last
+  // touch was clicked) and influenced (delivered, not clicked); unattributed leads count in
+  // neither.
   mdf::LeadTotals lead_totals(const mdf::Period& period, const std::string& currency);
 
  private:

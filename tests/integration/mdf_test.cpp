@@ -1,11 +1,14 @@
 // MDF end to end: the real channeld binary runs a kit for several partners into an outbox
 // folder, claims arrive in the claims folder (good rows, a bad row, duplicates), the daemon
-// reconciles them against a real PostgreSQL, and `channeld report mdf` prints what finance gets.
+// reconciles them against a real PostgreSQL, and `channeld report mdf` prints what finance gets;
+// the running daemon takes claims over the API and serves the same report.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <soci/soci.h>
 
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "support/process.hpp"
 #include "support/support.hpp"
@@ -230,6 +233,71 @@ TEST(Mdf, ClaimsFromTheFolderAreReconciledIntoTheExpectedReportIdempotently) {
   auto [missing, why] = run_program(site.channeld({"claims", "show", "Z-9"}));
   EXPECT_EQ(missing, 2);
   EXPECT_THAT(why, HasSubstr("no claim 'Z-9'"));
+}
+
+// The running daemon serves the API: a claim posted with a partner token is taken in and
+// reconciled like one from the folder, and the report it serves is the CLI's.
+TEST(Mdf, TheRunningDaemonTakesClaimsOverTheApiAndServesTheReportTheCliPrints) {
+  auto db = fresh_database("mdf_api_daemon");
+  if (db.empty()) return;
+  MdfSite site(db);
+  auto token_for = [&](const std::string& role, const std::string& name) {
+    auto [code, output] =
+        run_program(site.channeld({"token", "create", "--role", role, "--name", name}));
+    EXPECT_EQ(code, 0) << output;
+    std::smatch m;
+    static const std::regex re("chd_[A-Za-z0-9_-]{43}");
+    return std::regex_search(output, m, re) ? m[0].str() : std::string();
+  };
+  Process daemon(site.channeld({}), site.dir() / "daemon.log");
+  int port = 0;
+  ASSERT_TRUE(eventually([&] {
+    std::smatch m;
+    static const std::regex re("listening on port ([0-9]+)");
+    const std::string log = daemon.output();
+    if (std::regex_search(log, m, re)) port = std::stoi(m[1].str());
+    return port > 0;
+  })) << daemon.output();
+  const std::string partner = token_for("partner:acme-it", "acme"),
+                    finance = token_for("finance", "finance");
+  ASSERT_TRUE(eventually([&] {
+    return site.count("SELECT count(*) FROM outbox WHERE state = 'sent'") == 10;
+  })) << daemon.output();
+
+  httplib::Client http("127.0.0.1", port);
+  const nlohmann::json claim{{"claim_id", "A-1"},
+                             {"partner_id", "acme-it"},
+                             {"kit_id", "cloud"},
+                             {"period", "2026-Q4"},
+                             {"activity_start", "2026-12-01"},
+                             {"activity_end", "2026-12-15"},
+                             {"amount_claimed", "400.00"},
+                             {"actual_spend", "1000.00"},
+                             {"currency", "USD"},
+                             {"invoice_ref", "INV-A1"}};
+  auto posted = http.Post("/v1/claims", {{"Authorization", "Bearer " + partner}}, claim.dump(),
+                          "application/json");
+  ASSERT_TRUE(posted);
+  ASSERT_EQ(posted->status, 200) << posted->body;
+  EXPECT_THAT(posted->body, HasSubstr("\"outcome\": \"added\""));
+  ASSERT_TRUE(eventually([&] { return site.count("SELECT count(*) FROM mdf_decision") == 1; }))
+      << daemon.output();
+
+  for (const std::string format : {"csv", "json", "html"}) {
+    auto served = http.Get("/v1/reports/mdf?period=2026-Q4&format=" + format,
+                           {{"Authorization", "Bearer " + finance}});
+    ASSERT_TRUE(served);
+    ASSERT_EQ(served->status, 200) << served->body;
+    EXPECT_EQ(served->body, site.report(format)) << format;
+  }
+  EXPECT_THAT(site.report(),
+              HasSubstr("A-1,acme-it,gold,cloud,USD,400.00,1000.00,400.00,approved"));
+  auto refused =
+      http.Get("/v1/reports/mdf?period=2026-Q4", {{"Authorization", "Bearer " + partner}});
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 403);
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0);
 }
 
 }  // namespace

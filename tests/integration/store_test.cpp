@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "store/mdf.hpp"
 #include "store/migrations.hpp"
 #include "store/session.hpp"
 #include "support/support.hpp"
@@ -94,7 +95,8 @@ class StoreTest : public ::testing::Test {
     }
     db_.open("postgresql", conninfo_);
     // DELETE, not TRUNCATE: on tables this small it is several times faster.
-    db_ << "DELETE FROM delivery_event; DELETE FROM outbox; DELETE FROM suppression;"
+    db_ << "DELETE FROM message_engagement; DELETE FROM lead;"
+           " DELETE FROM delivery_event; DELETE FROM outbox; DELETE FROM suppression;"
            " DELETE FROM expansion; DELETE FROM kit_state";
     store_ = std::make_unique<Store>(conninfo_, 4);
   }
@@ -495,6 +497,83 @@ TEST_F(StoreTest, DeliveryCountsGroupByKitPartnerAndState) {
   expect_count(counts[0], "acme-it", "queued", 1);
   expect_count(counts[1], "acme-it", "sent", 2);
   expect_count(counts[2], "globex", "queued", 1);
+}
+
+// ---- what MDF reads from engagement ----
+
+TEST_F(StoreTest, MdfCountsEachContactWithAHumanClickOnceAndAttributedLeadsPerCampaign) {
+  store().enqueue({message("a@x.example", t0, "acme-it", "announce"),
+                   message("a@x.example", t0, "acme-it", "reminder"),
+                   message("b@x.example", t0, "acme-it"), message("c@x.example", t0, "acme-it"),
+                   message("a@x.example", t0, "globex")});
+  const auto sent = claim("daemon-a", t0);
+  ASSERT_EQ(sent.size(), 5u);
+  std::vector<Outcome> outcomes;
+  for (const auto& m : sent) outcomes.push_back(outcome(m.id, OutcomeKind::sent));
+  store().record("daemon-a", outcomes, t0);
+  std::map<std::string, std::vector<long long>> ids_of;  // "partner email" -> outbox ids
+  for (const auto& m : sent) ids_of[m.partner_id + " " + m.email].push_back(m.id);
+  auto engaged = [&](long long outbox, const char* partner, int clicks, int human) {
+    db_ << "INSERT INTO message_engagement (outbox_id, kit_id, partner_id, clicks, human_clicks)"
+           " VALUES (:id, 'q4-cloud', :partner, :clicks, :human)",
+        soci::use(outbox), soci::use(std::string(partner)), soci::use(clicks), soci::use(human);
+  };
+  // a@ clicked in both acme-it messages: one contact. b@'s click was a link scanner's.
+  engaged(ids_of["acme-it a@x.example"].at(0), "acme-it", 2, 2);
+  engaged(ids_of["acme-it a@x.example"].at(1), "acme-it", 1, 1);
+  engaged(ids_of["acme-it b@x.example"].at(0), "acme-it", 1, 0);
+  engaged(ids_of["globex a@x.example"].at(0), "globex", 1, 1);
+  auto lead = [&](const char* partner, const char* external, const char* kit, const char* origin) {
+    const std::string p = partner, e = external, o = origin;
+    soci::indicator kit_ind = kit ? soci::i_ok : soci::i_null;
+    const std::string k = kit ? kit : "";
+    db_ << "INSERT INTO lead (partner_id, external_id, stage, kit_id, origin, created_at,"
+           " updated_at) VALUES (:p, :e, 'lead', :k, :o, now(), now())",
+        soci::use(p), soci::use(e), soci::use(k, kit_ind), soci::use(o);
+  };
+  lead("acme-it", "L1", "q4-cloud", "partner_sourced");
+  lead("acme-it", "L2", "q4-cloud", "influenced");
+  lead("acme-it", "L3", nullptr, "unattributed");
+
+  auto results = MdfStore(store()).campaign_results();
+  const auto& acme = results[{"q4-cloud", "acme-it"}];
+  EXPECT_EQ(acme.delivered, 4);
+  EXPECT_EQ(acme.unique_clicks, 1);
+  EXPECT_EQ(acme.leads, 2);
+  const auto& globex = results[{"q4-cloud", "globex"}];
+  EXPECT_EQ(globex.delivered, 1);
+  EXPECT_EQ(globex.unique_clicks, 1);
+  EXPECT_EQ(globex.leads, 0);
+}
+
+TEST_F(StoreTest, MdfLeadTotalsSplitTheQuartersLeadsByOriginAndStageInTheFundCurrency) {
+  auto lead = [&](const char* external, const char* origin, const char* stage, long long amount,
+                  const char* currency, const char* created) {
+    const std::string e = external, o = origin, st = stage, c = currency, at = created;
+    db_ << "INSERT INTO lead (partner_id, external_id, stage, amount_minor, currency, origin,"
+           " created_at, updated_at) VALUES ('acme-it', :e, :st, :amount, :c, :o,"
+           " CAST(:at AS timestamptz), CAST(:at AS timestamptz))",
+        soci::use(e, "e"), soci::use(st, "st"), soci::use(amount, "amount"), soci::use(c, "c"),
+        soci::use(o, "o"), soci::use(at, "at");
+  };
+  lead("S1", "partner_sourced", "lead", 100000, "EUR", "2026-10-01T00:00:00Z");
+  lead("S2", "partner_sourced", "opportunity", 50000, "EUR", "2026-11-15T12:00:00Z");
+  lead("S3", "partner_sourced", "won", 70000, "EUR", "2026-12-31T23:59:59Z");
+  lead("I1", "influenced", "opportunity", 30000, "EUR", "2026-12-01T00:00:00Z");
+  lead("I2", "influenced", "won", 20000, "EUR", "2026-12-02T00:00:00Z");
+  lead("U1", "unattributed", "won", 999999, "EUR", "2026-12-03T00:00:00Z");
+  lead("X1", "influenced", "won", 888888, "USD", "2026-12-03T00:00:00Z");
+  lead("Q3", "partner_sourced", "won", 777777, "EUR", "2026-09-30T23:59:59Z");
+  lead("Q1", "partner_sourced", "won", 666666, "EUR", "2027-01-01T00:00:00Z");
+
+  const mdf::LeadTotals totals = MdfStore(store()).lead_totals(mdf::Period{2026, 4}, "EUR");
+  EXPECT_EQ(totals.sourced_pipeline, 150000);
+  EXPECT_EQ(totals.sourced_won, 70000);
+  EXPECT_EQ(totals.influenced_pipeline, 30000);
+  EXPECT_EQ(totals.influenced_won, 20000);
+  const mdf::LeadTotals none = MdfStore(store()).lead_totals(mdf::Period{2026, 2}, "EUR");
+  EXPECT_EQ(
+      none.sourced_pipeline + none.sourced_won + none.influenced_pipeline + none.influenced_won, 0);
 }
 
 // ---- connections and errors ----
