@@ -38,7 +38,7 @@ const std::string kOffer = "https://acme-it.example/offer?x=1&y=2";
 class EngagementApi : public ::testing::Test {
  protected:
   void SetUp() override {
-    db_ = testing::fresh_database("engagement_api");
+    db_ = testing::fresh_database(testing::database_for_this_test("eng_"));
     if (db_.empty()) GTEST_SKIP();
     store_ = std::make_unique<store::Store>(db_, 4);
     store_->migrate();

@@ -46,7 +46,7 @@ json claim(const std::string& id, const std::string& partner, const std::string&
 class MdfApi : public ::testing::Test {
  protected:
   void SetUp() override {
-    db_ = testing::fresh_database("mdf_api");
+    db_ = testing::fresh_database(testing::database_for_this_test("mdfapi_"));
     if (db_.empty()) GTEST_SKIP();
     store_ = std::make_unique<store::Store>(db_, 4);
     store_->migrate();

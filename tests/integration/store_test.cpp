@@ -54,17 +54,6 @@ Outcome outcome(std::int64_t id, OutcomeKind kind, std::string detail = "",
   return o;
 }
 
-// A database name from the running test's name: unique per test, valid as an identifier.
-std::string database_for_this_test(const std::string& prefix) {
-  std::string name = prefix + ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  std::transform(name.begin(), name.end(), name.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  // PostgreSQL cuts names at 63 bytes: keep them unique with a hash of the whole name.
-  char hash[17];
-  std::snprintf(hash, sizeof hash, "%016zx", std::hash<std::string>{}(name));
-  return name.substr(0, 40) + "_" + hash;
-}
-
 // The columns of one outbox row that the Store API does not hand back.
 struct OutboxRow {
   std::string state;
@@ -83,7 +72,7 @@ class StoreTest : public ::testing::Test {
   void SetUp() override {
     // ctest runs each test in a process of its own, in parallel: one database per process.
     static const std::string suite_database = [] {
-      std::string conninfo = testing::fresh_database(database_for_this_test("st_"));
+      std::string conninfo = testing::fresh_database(testing::database_for_this_test("st_"));
       if (!conninfo.empty()) Store(conninfo, 1).migrate();
       return conninfo;
     }();
@@ -153,7 +142,7 @@ TEST(ConnectString, RefusesTextLibpqCannotParseWithoutShowingThePassword) {
 }
 
 TEST_F(StoreTest, MigrateAppliesEveryMigrationOnceAndThenNothing) {
-  const std::string other = testing::fresh_database(database_for_this_test("store_"));
+  const std::string other = testing::fresh_database(testing::database_for_this_test("store_"));
   Store fresh(other, 1);
   EXPECT_EQ(fresh.schema_version(), 0);
 
@@ -169,7 +158,7 @@ TEST_F(StoreTest, MigrateAppliesEveryMigrationOnceAndThenNothing) {
 }
 
 TEST_F(StoreTest, TwoDaemonsMigratingTogetherApplyTheSchemaOnce) {
-  const std::string other = testing::fresh_database(database_for_this_test("store_"));
+  const std::string other = testing::fresh_database(testing::database_for_this_test("store_"));
   Store first(other, 1);
   Store second(other, 1);
   std::vector<int> by_first, by_second;

@@ -2,7 +2,12 @@
 
 #include <soci/soci.h>
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -39,6 +44,16 @@ std::string fresh_database(const std::string& name) {
     conninfo.erase(pos, end == std::string::npos ? std::string::npos : end - pos);
   }
   return conninfo + " dbname=" + name;
+}
+
+std::string database_for_this_test(const std::string& prefix) {
+  std::string name = prefix + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::transform(name.begin(), name.end(), name.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  // PostgreSQL cuts names at 63 bytes: keep them unique with a hash of the whole name.
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%016zx", std::hash<std::string>{}(name));
+  return name.substr(0, 40) + "_" + hash;
 }
 
 TempDir::TempDir() {

@@ -19,6 +19,10 @@ std::filesystem::path channeld_binary();
 // A fresh, empty database named `name` on the test cluster (dropped first if it exists), as a
 // libpq conninfo. Returns "" and marks the test skipped (or failed, see above) without a cluster.
 std::string fresh_database(const std::string& name);
+// A database name from the running test's name: unique per test, valid as an identifier. ctest
+// runs each test in a process of its own, in parallel, so a fixture that makes a database per
+// test needs a name no other test uses.
+std::string database_for_this_test(const std::string& prefix);
 
 // Call at the top of a test needing a server it could not find: skips or fails, see above.
 void missing_server(const std::string& what);
