@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev
   postgresql postgresql-contrib
   postfix python3 python3-aiosmtpd procps
+  chromium  # the MDF report page is checked in a real headless browser (tests)
 )
 
 # The Standard Webhooks reference verifier (npm), which the webhook tests use beside Python's

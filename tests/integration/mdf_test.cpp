@@ -7,6 +7,7 @@
 #include <httplib.h>
 #include <soci/soci.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <regex>
 
@@ -155,6 +156,40 @@ constexpr const char* kHeader =
     "claim_id,partner_id,kit_id,period,activity_start,activity_end,amount_claimed,actual_spend,"
     "currency,invoice_ref\n";
 
+// The page finance opens, in a real browser (Debian's chromium, headless): it loads without a
+// console message, and every figure it shows (each marked data-figure="<JSON path>") equals the
+// JSON report's value there.
+void expect_browser_shows_json(const fs::path& dir, const std::string& html,
+                               const std::string& json) {
+  const fs::path chromium = "/usr/bin/chromium";
+  if (!fs::exists(chromium)) {
+    missing_server("chromium (scripts/bootstrap.sh installs it)");
+    return;
+  }
+  const fs::path page = dir / "mdf-report.html";
+  write_file(page, html);
+  auto [code, out] = run_program(
+      {chromium.string(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+       "--no-first-run", "--disable-background-networking", "--disable-component-update",
+       "--disable-sync", "--user-data-dir=" + (dir / "chromium-profile").string(),
+       "--enable-logging=stderr", "--v=0", "--dump-dom", "file://" + page.string()});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_THAT(out, ::testing::Not(HasSubstr(":CONSOLE"))) << "console messages: " << out;
+  const auto data = nlohmann::json::parse(json);
+  static const std::regex kFigure("<span data-figure=\"([^\"]+)\">([^<]*)</span>");
+  std::size_t shown = 0;
+  for (std::sregex_iterator it(out.begin(), out.end(), kFigure), end; it != end; ++it, ++shown) {
+    std::string pointer = "/" + (*it)[1].str();
+    std::replace(pointer.begin(), pointer.end(), '.', '/');
+    const auto& value = data.at(nlohmann::json::json_pointer(pointer));
+    const std::string expected = value.is_string() ? value.get<std::string>()
+                                 : value.is_null() ? "n/a"
+                                                   : value.dump();
+    EXPECT_EQ((*it)[2].str(), expected) << "figure " << pointer;
+  }
+  EXPECT_GT(shown, 20u) << "the page shows the report's figures: " << out;
+}
+
 TEST(Mdf, ClaimsFromTheFolderAreReconciledIntoTheExpectedReportIdempotently) {
   auto db = fresh_database("mdf_report");
   if (db.empty()) return;
@@ -211,6 +246,7 @@ TEST(Mdf, ClaimsFromTheFolderAreReconciledIntoTheExpectedReportIdempotently) {
   EXPECT_EQ(program["ropi"], "0.00") << "no leads won yet";
   EXPECT_THAT(html, HasSubstr("<svg"));
   EXPECT_THAT(html, ::testing::Not(HasSubstr("<script")));
+  expect_browser_shows_json(site.dir(), html, json);
 
   // A late invoice turns the pending claim into a decision; the history keeps both records.
   write_file(site.dir() / "claims" / "q4-c.csv",
