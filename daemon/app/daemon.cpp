@@ -213,9 +213,14 @@ class Daemon {
     const auto snapshot = snapshots_.get();
     const Config& config = snapshot->config;
     start_http(config);
-    watcher_ = std::make_unique<catalog::FolderWatcher>(
-        io_, std::vector<std::string>{config.paths.campaigns, config.paths.partners},
-        std::chrono::milliseconds(500), [this] { reload(false); });
+    // Claim files dropped in paths.claims are taken in by the pass a change triggers, as kits
+    // are; a claims folder made after start is still read on every planning pass.
+    std::vector<std::string> watched{config.paths.campaigns, config.paths.partners};
+    if (std::error_code ec; std::filesystem::is_directory(config.paths.claims, ec))
+      watched.push_back(config.paths.claims);
+    watcher_ = std::make_unique<catalog::FolderWatcher>(io_, std::move(watched),
+                                                        std::chrono::milliseconds(500),
+                                                        [this] { reload(false); });
     wait_for_signal();
     start_watchdog();
     check_readiness();
