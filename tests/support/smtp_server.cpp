@@ -21,21 +21,6 @@ namespace {
 
 constexpr const char* kPython = "/usr/bin/python3";
 
-// Reads the child's first line ("PORT 12345"); a blocking read, finished by the line or by the
-// child exiting. Returns 0 if there was no such line.
-int read_port(int fd) {
-  std::string line;
-  char c = 0;
-  while (line.size() < 64) {
-    ssize_t n = ::read(fd, &c, 1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0 || c == '\n') break;
-    line.push_back(c);
-  }
-  if (!line.starts_with("PORT ")) return 0;
-  return std::atoi(line.c_str() + 5);
-}
-
 }  // namespace
 
 SmtpTestServer::SmtpTestServer(Options options) {
@@ -63,34 +48,14 @@ SmtpTestServer::SmtpTestServer(Options options) {
   add("--drop-after", options.drop_after > 0 ? std::to_string(options.drop_after) : "");
   add("--reply-421-first",
       options.reply_421_first > 0 ? std::to_string(options.reply_421_first) : "");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  // O_CLOEXEC: only the dup2'd copies reach the child, so its stdin sees end of file as soon as
-  // this process closes (or loses, by dying) its end.
-  int to_child[2];
-  int from_child[2];
-  if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0) {
-    throw std::runtime_error("smtp test server: pipe2 failed");
-  }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, to_child[0], STDIN_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, from_child[1], STDOUT_FILENO);
-  int rc = ::posix_spawn(&pid_, kPython, &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  ::close(to_child[0]);
-  ::close(from_child[1]);
-  stdin_fd_ = to_child[1];
-  if (rc != 0) {
-    pid_ = -1;
-    ::close(from_child[0]);
+  const PythonPeer peer = spawn_python_peer(std::move(args));
+  pid_ = peer.pid;
+  stdin_fd_ = peer.stdin_fd;
+  if (pid_ < 0) {
     missing_server("SMTP test server (cannot spawn /usr/bin/python3)");
     return;
   }
-  port_ = read_port(from_child[0]);
-  ::close(from_child[0]);
+  port_ = peer.port;
   if (port_ == 0) {
     // The script exits early without aiosmtpd, saying so on stderr (which the test shows).
     missing_server("SMTP test server (/usr/bin/python3 with aiosmtpd)");

@@ -2,15 +2,21 @@
 
 #include <soci/soci.h>
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
 #include <functional>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 
 namespace channeld::testing {
 
@@ -44,6 +50,56 @@ std::string fresh_database(const std::string& name) {
     conninfo.erase(pos, end == std::string::npos ? std::string::npos : end - pos);
   }
   return conninfo + " dbname=" + name;
+}
+
+namespace {
+
+// Reads the child's first line ("PORT 12345"); a blocking read, finished by the line or by the
+// child exiting. Returns 0 if there was no such line.
+int read_port(int fd) {
+  std::string line;
+  char c = 0;
+  while (line.size() < 64) {
+    ssize_t n = ::read(fd, &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || c == '\n') break;
+    line.push_back(c);
+  }
+  if (!line.starts_with("PORT ")) return 0;
+  return std::atoi(line.c_str() + 5);
+}
+
+}  // namespace
+
+PythonPeer spawn_python_peer(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  // O_CLOEXEC: only the dup2'd copies reach the child, so its stdin sees end of file as soon as
+  // this process closes (or loses, by dying) its end.
+  int to_child[2];
+  int from_child[2];
+  if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0) {
+    throw std::runtime_error("test peer " + args.at(1) + ": pipe2 failed");
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, to_child[0], STDIN_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, from_child[1], STDOUT_FILENO);
+  pid_t pid = -1;
+  const int rc = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(to_child[0]);
+  ::close(from_child[1]);
+  PythonPeer peer;
+  peer.stdin_fd = to_child[1];
+  if (rc == 0) {
+    peer.pid = pid;
+    peer.port = read_port(from_child[0]);
+  }
+  ::close(from_child[0]);
+  return peer;
 }
 
 std::string database_for_this_test(const std::string& prefix) {

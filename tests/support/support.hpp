@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace channeld::testing {
 
@@ -23,6 +24,17 @@ std::string fresh_database(const std::string& name);
 // runs each test in a process of its own, in parallel, so a fixture that makes a database per
 // test needs a name no other test uses.
 std::string database_for_this_test(const std::string& prefix);
+
+// A Python test peer (tests/support/*.py) started as `args` (args[0] the interpreter): its stdin
+// is a pipe it watches, so it exits when this process closes or loses its end, and its first
+// stdout line is "PORT n". pid is -1 when it could not be spawned; port is 0 when it exited
+// without saying one. The caller closes stdin_fd and reaps pid.
+struct PythonPeer {
+  int pid = -1;
+  int stdin_fd = -1;
+  int port = 0;
+};
+PythonPeer spawn_python_peer(std::vector<std::string> args);
 
 // Call at the top of a test needing a server it could not find: skips or fails, see above.
 void missing_server(const std::string& what);
