@@ -198,7 +198,9 @@ constexpr const char* kClaim = R"(
 
 // One round trip for a whole batch of outcomes: the UPDATE applies each row's own kind,
 // detail and retry time, and only where `owner` still holds the lease; the events and bounce
-// suppressions are written for exactly the rows it updated.
+// suppressions are written for exactly the rows it updated. A 'sent' outcome adds no event:
+// the row's state, sent_at and sent_by record it, and the event was a quarter of the writes
+// a message cost (migration 0012).
 constexpr const char* kRecord = R"(
   WITH outcome AS (
     SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:kinds AS text[]),
@@ -213,6 +215,7 @@ constexpr const char* kRecord = R"(
         last_error = CASE WHEN v.kind IN ('retry', 'failed', 'bounced') THEN v.detail
                           ELSE o.last_error END,
         sent_at = CASE WHEN v.kind = 'sent' THEN CAST(:now AS timestamptz) ELSE o.sent_at END,
+        sent_by = CASE WHEN v.kind = 'sent' THEN :owner ELSE o.sent_by END,
         message_id = COALESCE(NULLIF(v.message_id, ''), o.message_id),
         rendered_version = COALESCE(NULLIF(v.rendered_version, 0), o.rendered_version),
         lease_owner = NULL, lease_until = NULL, updated_at = CAST(:now AS timestamptz)
@@ -221,7 +224,8 @@ constexpr const char* kRecord = R"(
     RETURNING o.id, o.email, v.kind, v.detail),
   events AS (
     INSERT INTO delivery_event (outbox_id, at, kind, detail, recorded_by)
-    SELECT id, CAST(:now AS timestamptz), kind, detail, :owner FROM settled),
+    SELECT id, CAST(:now AS timestamptz), kind, detail, :owner FROM settled
+    WHERE kind <> 'sent'),
   bounces AS (
     INSERT INTO suppression (email, partner_id, reason, created_at)
     SELECT DISTINCT ON (email) email, '', 'hard bounce: ' || detail, CAST(:now AS timestamptz)

@@ -534,9 +534,9 @@ TEST(Daemon, TwoDaemonsOnOneDatabaseDeliverTenThousandWithoutDuplicates) {
   EXPECT_EQ(unique.size(), 10000u) << "no duplicates";
   soci::session sql("postgresql", db);
   std::int64_t by_a = 0, by_b = 0;
-  sql << "SELECT count(*) FROM delivery_event WHERE recorded_by = 'a' AND kind = 'sent'",
+  sql << "SELECT count(*) FROM outbox WHERE sent_by = 'a' AND state = 'sent'",
       soci::into(by_a);
-  sql << "SELECT count(*) FROM delivery_event WHERE recorded_by = 'b' AND kind = 'sent'",
+  sql << "SELECT count(*) FROM outbox WHERE sent_by = 'b' AND state = 'sent'",
       soci::into(by_b);
   EXPECT_GT(by_a, 0) << "both daemons took part";
   EXPECT_GT(by_b, 0) << "both daemons took part";
