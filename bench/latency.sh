@@ -15,7 +15,8 @@
 #
 # Settings (environment): DELAYS ("0 10 50 200"), N_<delay> (messages per delay: 20000, 6000,
 # 3000, 1600 by default: about 10-20 s each at the targets), PARTNERS (50), PARALLEL (16),
-# CHANNELD_BUILD_DIR (build-bench), KEEP=1 keeps the work folder. Needs scripts/bootstrap.sh's
+# CHANNELD_BUILD_DIR (build-bench), CHANNELD_BIN (the channeld binary to measure), KEEP=1 keeps
+# the work folder. Needs scripts/bootstrap.sh's
 # packages (postfix for smtp-sink and smtp-source, python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,8 @@ n_for() { local v="N_$1"; local d; case $1 in 0) d=20000 ;; 10) d=6000 ;; 50) d=
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHANNELD_BENCH=ON >/dev/null
 cmake --build "$build" -j2 --target channeld bench_bare_curl_smtp >/dev/null
-channeld=$repo/$build/daemon/channeld
+# CHANNELD_BIN measures another build (an A/B against an older commit, say) on the same site.
+channeld=${CHANNELD_BIN:-$repo/$build/daemon/channeld}
 bare=$repo/$build/bench/bench_bare_curl_smtp
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 

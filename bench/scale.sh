@@ -10,7 +10,7 @@
 #   DAEMONS="1 2" N=3000 bench/scale.sh
 #
 # Settings (environment): DAEMONS, DELAY, N, PARTNERS (50), PARALLEL (16), CHANNELD_BUILD_DIR
-# (build-bench), KEEP=1 keeps the work folder.
+# (build-bench), CHANNELD_BIN (the channeld binary to measure), KEEP=1 keeps the work folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -26,7 +26,8 @@ die() { echo "scale: $*" >&2; exit 1; }
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHANNELD_BENCH=ON >/dev/null
 cmake --build "$build" -j2 --target channeld >/dev/null
-channeld=$repo/$build/daemon/channeld
+# CHANNELD_BIN measures another build (an A/B against an older commit, say) on the same site.
+channeld=${CHANNELD_BIN:-$repo/$build/daemon/channeld}
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
 work=$(mktemp -d /tmp/channeld-scale.XXXXXX)
