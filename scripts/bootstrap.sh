@@ -12,6 +12,7 @@ packages=(
   postgresql postgresql-contrib
   postfix python3 python3-aiosmtpd procps
   chromium  # the MDF report page is checked in a real headless browser (tests)
+  spamassassin  # the sample kits must score 0 on its local rules (tests: scripts/spam-check.sh)
 )
 
 # The Standard Webhooks reference verifier (npm), which the webhook tests use beside Python's
