@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# The click endpoint under load, beside nginx answering a static 302, in the same run:
+#   channeld   GET /c/<token>: token verified, message looked up, link resolved, the click
+#              recorded in PostgreSQL (default durability, committed before the answer), 302
+#   nginx      `return 302` from a location, no I/O
+# Both under `wrk --latency` on loopback with the same threads, connections and duration. The
+# channeld run rotates over TOKENS click tokens of messages really sent (one per contact), and the
+# script checks afterwards that PostgreSQL recorded exactly as many clicks as wrk got 302s.
+#
+#   bench/click.sh                      THREADS=2 CONNECTIONS=32 DURATION=15s TOKENS=200
+#
+# Needs wrk, nginx (nginx-light) and scripts/bootstrap.sh's packages. CHANNELD_BUILD_DIR
+# (build-bench), CHANNELD_BIN, KEEP=1 as in bench/latency.sh; PERF=1 prints channeld's top
+# symbols during the click run (perf).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+DURATION=${DURATION:-15s}
+TOKENS=${TOKENS:-200}
+PARTNERS=${PARTNERS:-1}
+PARALLEL=${PARALLEL:-4}
+build=${CHANNELD_BUILD_DIR:-build-bench}
+die() { echo "click: $*" >&2; exit 1; }
+for tool in wrk nginx; do
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || die "$tool is not installed (apt-get install wrk nginx-light)"
+done
+
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHANNELD_BENCH=ON >/dev/null
+cmake --build "$build" -j2 --target channeld >/dev/null
+channeld=${CHANNELD_BIN:-$repo/$build/daemon/channeld}
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+
+work=$(mktemp -d /tmp/channeld-click.XXXXXX)
+chmod 755 "$work"
+source "$repo/bench/site.sh"
+daemon_pid=""
+cleanup() {
+  set +e
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" && wait "$daemon_pid"
+  [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")"
+  stop_sink
+  scripts/pg-cluster.sh stop "$work/pg"
+  if [ "${KEEP:-0}" = 1 ]; then echo "click: kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+start_pg
+
+# Send TOKENS messages (one partner, TOKENS contacts) so that every click names a real message.
+sink_port=$(scripts/free-port.sh 25500)
+start_sink 0 "$sink_port"
+make_site "$work/site" "$TOKENS" "$sink_port"
+fresh_db
+"$channeld" --config "$work/site/channeld.toml" --until-idle >/dev/null 2>"$work/send.log" ||
+  die "sending failed, see $work/send.log (KEEP=1)"
+stop_sink
+[ "$(psql_q "SELECT count(*) FROM outbox WHERE state = 'sent'")" -eq "$TOKENS" ] || die "not every message was sent"
+
+# One click URL per message: the first tracked link of the message `preview` renders for each
+# contact (the same token the sent message carried: tokens depend on the message and the secret).
+: >"$work/paths"
+for ((i = 0; i < TOKENS; i++)); do
+  "$channeld" preview --config "$work/site/channeld.toml" --kit bench --partner p00 \
+    --contact "contact$i@p00.example.com" --out "$work/preview-$i" >/dev/null 2>&1
+  grep -o 'https://mkt.vendor.example/c/[A-Za-z0-9_.-]*' "$work"/preview-$i/*.html | head -1 |
+    sed 's|https://mkt.vendor.example||' >>"$work/paths"
+  rm -rf "$work/preview-$i"
+done
+[ "$(grep -c '^/c/' "$work/paths")" -eq "$TOKENS" ] || die "could not collect $TOKENS click tokens"
+
+http_port=$(scripts/free-port.sh 28100)
+sed -i "s|^listen = \"127.0.0.1:0\"|listen = \"127.0.0.1:$http_port\"|" "$work/site/channeld.toml"
+"$channeld" --config "$work/site/channeld.toml" >"$work/daemon.out" 2>"$work/daemon.log" &
+daemon_pid=$!
+for _ in $(seq 200); do
+  curl -sf "http://127.0.0.1:$http_port/readyz" >/dev/null && break
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$http_port/readyz" >/dev/null || die "the daemon did not get ready, see $work/daemon.log"
+first=$(head -1 "$work/paths")
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http_port$first")" = 302 ] ||
+  die "a click did not answer 302"
+clicks_before=$(psql_q "SELECT count(*) FROM delivery_event WHERE kind IN ('clicked', 'clicked_by_scanner')")
+
+cat >"$work/rotate.lua" <<EOF
+local paths = {}
+for line in io.lines("$work/paths") do paths[#paths + 1] = line end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", paths[(n % #paths) + 1])
+end
+local non302 = 0
+response = function(status) if status ~= 302 then non302 = non302 + 1 end end
+done = function(summary, latency, requests)
+  io.write(string.format("click: requests %d non302 %d\n", summary.requests, non302))
+end
+EOF
+
+nginx_port=$(scripts/free-port.sh 28200)
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<EOF
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location /c/ { return 302 https://p00.example/; }
+  }
+}
+EOF
+/usr/sbin/nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
+
+# wrk's summary: requests/s and the 99th percentile (with --latency).
+measure() {
+  local label=$1 url=$2; shift 2
+  local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
+  echo "$out" >"$work/wrk-$label.txt"
+  local rps p99 p50
+  rps=$(awk '/^Requests\/sec/ { printf "%.0f", $2 }' <<<"$out")
+  p50=$(awk '/^ +50%/ { print $2 }' <<<"$out")
+  p99=$(awk '/^ +99%/ { print $2 }' <<<"$out")
+  echo "$label $rps $p50 $p99"
+}
+perf_pid=""
+if [ "${PERF:-0}" = 1 ]; then
+  perf record -F 499 -g -p "$daemon_pid" -o "$work/perf.data" 2>/dev/null &
+  perf_pid=$!
+fi
+ch=$(measure channeld "http://127.0.0.1:$http_port" -s "$work/rotate.lua")
+if [ -n "$perf_pid" ]; then
+  kill -INT "$perf_pid"; wait "$perf_pid" || true
+  perf report -i "$work/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null |
+    grep -v '^#' | grep '%' | head -25 >"$work/perf-top.txt" || true
+  echo "click: channeld's top symbols during the click run:"; cat "$work/perf-top.txt"
+fi
+ng=$(measure nginx "http://127.0.0.1:$nginx_port/c/static")
+# channeld's HTTP server alone (no database, no rendering): what the click costs beyond it.
+hz=$(measure healthz "http://127.0.0.1:$http_port/healthz")
+read -r _ ch_rps ch_p50 ch_p99 <<<"$ch"
+read -r _ ng_rps ng_p50 ng_p99 <<<"$ng"
+read -r _ hz_rps hz_p50 hz_p99 <<<"$hz"
+
+# Every click answered with a 302 was recorded durably: the rows are there.
+read -r _ _ requests _ non302 < <(grep '^click: requests' "$work/wrk-channeld.txt")
+clicks=$(( $(psql_q "SELECT count(*) FROM delivery_event WHERE kind IN ('clicked', 'clicked_by_scanner')") - clicks_before ))
+[ "$non302" -eq 0 ] || die "$non302 of $requests clicks were not answered 302, see $work/daemon.log"
+[ "$clicks" -ge "$requests" ] || die "wrk got $requests redirects but PostgreSQL recorded $clicks clicks"
+
+echo
+echo "PostgreSQL: fsync=$(psql_q 'SHOW fsync'), synchronous_commit=$(psql_q 'SHOW synchronous_commit'); wrk -t$THREADS -c$CONNECTIONS -d$DURATION; $TOKENS messages; $(nproc) cores"
+echo "| server | requests/s | p50 | p99 | vs nginx |"
+echo "|---|---:|---:|---:|---:|"
+echo "| channeld GET /c/<token> (recorded durably, $clicks clicks) | $ch_rps | $ch_p50 | $ch_p99 | $(awk -v a="$ch_rps" -v b="$ng_rps" 'BEGIN { printf "%.0f%%", 100 * a / b }') |"
+echo "| channeld GET /healthz (HTTP server only) | $hz_rps | $hz_p50 | $hz_p99 | $(awk -v a="$hz_rps" -v b="$ng_rps" 'BEGIN { printf "%.0f%%", 100 * a / b }') |"
+echo "| nginx return 302 | $ng_rps | $ng_p50 | $ng_p99 | 100% |"
