@@ -59,6 +59,12 @@ std::string journal_line(const std::string& owner, const store::Outcome& o) {
   };
   if (!o.message_id.empty()) j["message_id"] = o.message_id;
   if (o.rendered_version != 0) j["rendered_version"] = o.rendered_version;
+  // The verdict's time, so that a replay after a crash records when the message was sent,
+  // not when the journal was found.
+  const SysTime at =
+      o.at == SysTime{} ? std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now())
+                        : o.at;
+  j["at"] = at.time_since_epoch().count();
   // Invalid UTF-8 in a server's reply must not make the line unwritable.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
@@ -76,6 +82,8 @@ bool parse_journal_line(const std::string& line, std::string& owner, store::Outc
     o.retry_at = SysTime(std::chrono::seconds(j.value("retry_at", std::int64_t{0})));
     o.message_id = j.value("message_id", "");
     o.rendered_version = j.value("rendered_version", 0);
+    // Lines written before verdicts carried their time have none: recorded as of the replay.
+    o.at = SysTime(std::chrono::seconds(j.value("at", std::int64_t{0})));
     return !owner.empty();
   } catch (const std::exception&) {
     return false;

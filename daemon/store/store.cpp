@@ -205,8 +205,9 @@ constexpr const char* kRecord = R"(
   WITH outcome AS (
     SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:kinds AS text[]),
                          CAST(:details AS text[]), CAST(:retry_at AS timestamptz[]),
-                         CAST(:message_ids AS text[]), CAST(:versions AS integer[]))
-           AS v(id, kind, detail, retry_at, message_id, rendered_version)),
+                         CAST(:message_ids AS text[]), CAST(:versions AS integer[]),
+                         CAST(:at AS timestamptz[]))
+           AS v(id, kind, detail, retry_at, message_id, rendered_version, at)),
   settled AS (
     UPDATE outbox o
     SET state = CASE WHEN v.kind IN ('retry', 'deferred') THEN 'queued' ELSE v.kind END,
@@ -214,17 +215,17 @@ constexpr const char* kRecord = R"(
         attempts = CASE WHEN v.kind = 'deferred' THEN o.attempts - 1 ELSE o.attempts END,
         last_error = CASE WHEN v.kind IN ('retry', 'failed', 'bounced') THEN v.detail
                           ELSE o.last_error END,
-        sent_at = CASE WHEN v.kind = 'sent' THEN CAST(:now AS timestamptz) ELSE o.sent_at END,
+        sent_at = CASE WHEN v.kind = 'sent' THEN v.at ELSE o.sent_at END,
         sent_by = CASE WHEN v.kind = 'sent' THEN :owner ELSE o.sent_by END,
         message_id = COALESCE(NULLIF(v.message_id, ''), o.message_id),
         rendered_version = COALESCE(NULLIF(v.rendered_version, 0), o.rendered_version),
         lease_owner = NULL, lease_until = NULL, updated_at = CAST(:now AS timestamptz)
     FROM outcome v
     WHERE o.id = v.id AND o.state = 'sending' AND o.lease_owner = :owner
-    RETURNING o.id, o.email, v.kind, v.detail),
+    RETURNING o.id, o.email, v.kind, v.detail, v.at),
   events AS (
     INSERT INTO delivery_event (outbox_id, at, kind, detail, recorded_by)
-    SELECT id, CAST(:now AS timestamptz), kind, detail, :owner FROM settled
+    SELECT id, at, kind, detail, :owner FROM settled
     WHERE kind <> 'sent'),
   bounces AS (
     INSERT INTO suppression (email, partner_id, reason, created_at)
@@ -482,7 +483,7 @@ std::vector<ClaimedMessage> Store::claim(const std::string& owner, std::size_t l
 
 void Store::record(const std::string& owner, const std::vector<Outcome>& outcomes, SysTime now) {
   if (outcomes.empty()) return;
-  ArrayLiteral ids, kinds, details, retry_at, message_ids, versions;
+  ArrayLiteral ids, kinds, details, retry_at, message_ids, versions, at;
   for (const Outcome& o : outcomes) {
     ids.add(static_cast<long long>(o.id));
     kinds.add(to_string(o.kind));
@@ -490,16 +491,19 @@ void Store::record(const std::string& owner, const std::vector<Outcome>& outcome
     retry_at.add(o.retry_at);
     message_ids.add(o.message_id);
     versions.add(o.rendered_version);
+    at.add(o.at == SysTime{} ? now : o.at);
   }
   const std::string ids_text = ids.text(), kinds_text = kinds.text(), details_text = details.text(),
                     retry_text = retry_at.text(), message_ids_text = message_ids.text(),
-                    versions_text = versions.text(), now_text = timestamp_text(now);
+                    versions_text = versions.text(), at_text = at.text(),
+                    now_text = timestamp_text(now);
   impl_->run("recording outcomes", [&](soci::session& sql) {
     long long settled = 0;
     sql << kRecord, soci::use(ids_text, "ids"), soci::use(kinds_text, "kinds"),
         soci::use(details_text, "details"), soci::use(retry_text, "retry_at"),
         soci::use(message_ids_text, "message_ids"), soci::use(versions_text, "versions"),
-        soci::use(owner, "owner"), soci::use(now_text, "now"), soci::into(settled);
+        soci::use(at_text, "at"), soci::use(owner, "owner"), soci::use(now_text, "now"),
+        soci::into(settled);
   });
 }
 

@@ -94,6 +94,9 @@ struct Outcome {
   SysTime retry_at{};  // retry and deferred
   std::string message_id;
   int rendered_version = 0;
+  // When the verdict was reached, if not now: a verdict replayed from a dead daemon's journal
+  // keeps its time as sent_at. The default means "at the time of recording".
+  SysTime at{};
 };
 
 struct KitStateRow {

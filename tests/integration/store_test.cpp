@@ -396,6 +396,20 @@ TEST_F(StoreTest, RecordMovesEachMessageToTheStateOfItsOutcome) {
   EXPECT_TRUE(claim("daemon-a", t0 + 1h).empty()) << "final states are never claimed again";
 }
 
+// A dead daemon's journal is replayed later, sometimes much later: the message was sent when
+// its verdict says, not when the replay recorded it.
+TEST_F(StoreTest, AVerdictWithItsOwnTimeIsRecordedAsSentThen) {
+  store().enqueue({message("late@x.example")});
+  const long long id = claim("daemon-a", t0).at(0).id;
+  Outcome sent = outcome(id, OutcomeKind::sent, "250 ok");
+  sent.at = t0 + 5s;
+  store().record("daemon-a", {sent}, t0 + 3h);
+  long long sent_at = 0;
+  db_ << "SELECT CAST(extract(epoch FROM sent_at) AS bigint) FROM outbox WHERE id = :id",
+      soci::use(id), soci::into(sent_at);
+  EXPECT_EQ(sent_at, epoch(t0 + 5s));
+}
+
 TEST_F(StoreTest, ReleaseReturnsLeasedMessagesAsIfNeverClaimed) {
   store().enqueue({message("a@x.example"), message("b@x.example")});
   ASSERT_EQ(claim("daemon-a", t0).size(), 2u);

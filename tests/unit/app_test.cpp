@@ -205,6 +205,17 @@ TEST(Journal, ALineReadsBackAsTheOutcomeItWasWrittenFrom) {
     EXPECT_EQ(back.rendered_version, o.rendered_version);
   }
   std::string owner;
+  // A verdict keeps its time through the journal (a replay records when it was sent), and a
+  // verdict without one is stamped when written.
+  store::Outcome timed = sent_outcome(9);
+  timed.at = utc(2026, 11, 2, 14);
+  store::Outcome back_timed;
+  ASSERT_TRUE(parse_journal_line(journal_line("host:12:345", timed), owner, back_timed));
+  EXPECT_EQ(back_timed.at, timed.at);
+  const auto before = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+  ASSERT_TRUE(parse_journal_line(journal_line("host:12:345", sent_outcome(10)), owner, back_timed));
+  EXPECT_GE(back_timed.at, before);
+
   store::Outcome back;
   EXPECT_FALSE(parse_journal_line("{\"owner\":\"a\",\"id\":3,\"ki", owner, back))
       << "a torn last line is skipped, not misread";
