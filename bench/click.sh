@@ -134,7 +134,7 @@ fi
 ch=$(measure channeld "http://127.0.0.1:$http_port" -s "$work/rotate.lua")
 if [ -n "$perf_pid" ]; then
   kill -INT "$perf_pid"; wait "$perf_pid" || true
-  perf report -i "$work/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null |
+  perf report -i "$work/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null | cut -c1-120 |
     grep -v '^#' | grep '%' | head -25 >"$work/perf-top.txt" || true
   echo "click: channeld's top symbols during the click run:"; cat "$work/perf-top.txt"
 fi

@@ -285,7 +285,7 @@ class Daemon {
                                      snapshot->config.mdf.currency};
     };
     deps.link = [this](const store::MessageRef& message, const render::ClickTarget& target) {
-      return tracked_link(*snapshots_.get(), message, target, system_now());
+      return tracked_link(*snapshots_.get(), message, target);
     };
     deps.partner_name = [this](const std::string& id) {
       const Partner* partner = snapshots_.get()->partner(id);

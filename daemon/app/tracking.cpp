@@ -5,7 +5,7 @@
 namespace channeld::app {
 
 std::optional<std::string> tracked_link(const Snapshot& snapshot, const store::MessageRef& message,
-                                        const render::ClickTarget& target, SysTime now) {
+                                        const render::ClickTarget& target) {
   const catalog::ValidKit* kit = snapshot.live_kit(message.kit_id);
   const Partner* partner = snapshot.partner(message.partner_id);
   if (kit == nullptr || partner == nullptr) return std::nullopt;
@@ -16,13 +16,13 @@ std::optional<std::string> tracked_link(const Snapshot& snapshot, const store::M
   if (step == nullptr) return std::nullopt;
   const render::Context ctx =
       render::make_context(snapshot.config, kit->kit, *partner, snapshot.link_secret);
-  const auto email = render::render_email(*kit->templates, *step, ctx,
-                                          store::contact_from_json(message.contact_json),
-                                          message.idempotency_key, now);
+  const auto links = render::email_links(*kit->templates, *step, ctx,
+                                         store::contact_from_json(message.contact_json),
+                                         message.idempotency_key);
   const auto index = static_cast<std::size_t>(target.index);
-  if (index < email.links.size() && render::link_digest(email.links[index]) == target.link_digest)
-    return email.links[index];
-  for (const auto& link : email.links) {
+  if (index < links.size() && render::link_digest(links[index]) == target.link_digest)
+    return links[index];
+  for (const auto& link : links) {
     if (render::link_digest(link) == target.link_digest) return link;
   }
   return std::nullopt;

@@ -16,6 +16,6 @@ namespace channeld::app {
 // first link with that digest (a newer kit version that moved the link). nullopt when the kit,
 // partner or step is gone, or the kit no longer has that link. Never a URL from the request.
 std::optional<std::string> tracked_link(const Snapshot& snapshot, const store::MessageRef& message,
-                                        const render::ClickTarget& target, SysTime now);
+                                        const render::ClickTarget& target);
 
 }  // namespace channeld::app

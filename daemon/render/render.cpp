@@ -485,8 +485,10 @@ std::string decode_attribute(std::string_view value) {
 // Rewrites every <a href="http(s)://..."> of `html` to a click-tracking link and adds the open
 // pixel before </body>. Our own unsubscribe and view-online links stay as they are: a tracker
 // in front of an unsubscribe link would count opt-outs as clicks. Returns the links found.
+// With `rewrite` false, only finds them (the same links, in the same order) and leaves `html`.
 std::vector<std::string> track(std::string& html, const std::string& public_url,
-                               const std::string& secret, const std::string& idempotency_key) {
+                               const std::string& secret, const std::string& idempotency_key,
+                               bool rewrite = true) {
   std::vector<std::string> links;
   const std::string ours_u = public_url + "/u/", ours_v = public_url + "/v/";
   std::string out;
@@ -514,10 +516,12 @@ std::vector<std::string> track(std::string& html, const std::string& public_url,
     if (url.rfind(ours_u, 0) == 0 || url.rfind(ours_v, 0) == 0) continue;
     const int index = static_cast<int>(links.size());
     links.push_back(url);
+    if (!rewrite) continue;
     out.append(html, copied, open + 1 - copied);
     out += public_url + "/c/" + click_token(secret, idempotency_key, index, url);
     copied = close;
   }
+  if (!rewrite) return links;
   out.append(html, copied, std::string::npos);
 
   const std::string pixel = "<img src=\"" + public_url + "/o/" +
@@ -560,6 +564,18 @@ std::shared_ptr<const KitTemplates> KitTemplates::compile(const Kit& kit,
 }
 
 // ---- rendering --------------------------------------------------------------------------
+
+std::vector<std::string> email_links(const KitTemplates& templates, const Step& step,
+                                     const Context& ctx, const Contact& contact,
+                                     const std::string& idempotency_key) {
+  const CompiledStep& compiled_step = compiled(templates).step(step, Channel::email);
+  std::shared_ptr<const Scope> built;
+  const Scope& scope = scope_of(ctx, built);
+  auto [unsubscribe, view_online] = links_for(scope, ctx, contact, idempotency_key);
+  const mus::data message = message_data(contact, unsubscribe, view_online);
+  std::string html = render_part(*compiled_step.html, scope.data, message);
+  return track(html, scope.public_url, ctx.link_secret, idempotency_key, false);
+}
 
 RenderedEmail render_email(const KitTemplates& templates, const Step& step, const Context& ctx,
                            const Contact& contact, const std::string& idempotency_key,

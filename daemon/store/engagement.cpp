@@ -64,21 +64,77 @@ std::optional<MessageRef> Engagement::message_by_message_id(const std::string& m
   });
 }
 
+void Engagement::grouped(std::string_view what, std::function<void(soci::session&)> work) {
+  Group::Piece mine{what, std::move(work), false, nullptr};
+  std::unique_lock lock(group_.mutex);
+  group_.queue.push_back(&mine);
+  while (!mine.done) {
+    if (group_.running) {
+      group_.finished.wait(lock);
+      continue;
+    }
+    group_.running = true;
+    std::vector<Group::Piece*> pieces;
+    pieces.swap(group_.queue);
+    lock.unlock();
+    try {
+      store_.impl().run(pieces.size() == 1 ? what : "recording opens and clicks",
+                        [&](soci::session& sql) {
+                          soci::transaction tx(sql);
+                          for (Group::Piece* piece : pieces) piece->work(sql);
+                          tx.commit();
+                        });
+    } catch (...) {
+      // Every piece is one well-formed statement about a message just read from the outbox,
+      // so what fails a group is the database itself: each caller gets that error (retrying
+      // pieces one by one would only multiply the wait while the database is away).
+      for (Group::Piece* piece : pieces) piece->error = std::current_exception();
+    }
+    lock.lock();
+    for (Group::Piece* piece : pieces) piece->done = true;
+    group_.running = false;
+    group_.finished.notify_all();
+  }
+  if (mine.error) std::rethrow_exception(mine.error);
+}
+
+// One statement per open or click: the counters upserted and the event appended together, so
+// a group of N clicks is N round trips and one commit.
+constexpr const char* kRecordOpen = R"(
+  WITH counted AS (
+    INSERT INTO message_engagement (outbox_id, kit_id, partner_id, opens, proxy_opens,
+                                    first_open_at)
+    VALUES (:id, :kit, :partner, 1, :proxy, CAST(:at AS timestamptz))
+    ON CONFLICT (outbox_id) DO UPDATE
+    SET opens = message_engagement.opens + 1,
+        proxy_opens = message_engagement.proxy_opens + EXCLUDED.proxy_opens,
+        first_open_at = COALESCE(message_engagement.first_open_at, EXCLUDED.first_open_at))
+  INSERT INTO delivery_event (outbox_id, at, kind, detail)
+  VALUES (:id, CAST(:at AS timestamptz), :kind, :detail))";
+
+constexpr const char* kRecordClick = R"(
+  WITH counted AS (
+    INSERT INTO message_engagement (outbox_id, kit_id, partner_id, clicks, human_clicks,
+                                    first_click_at)
+    VALUES (:id, :kit, :partner, 1, :human, CAST(:at AS timestamptz))
+    ON CONFLICT (outbox_id) DO UPDATE
+    SET clicks = message_engagement.clicks + 1,
+        human_clicks = message_engagement.human_clicks + EXCLUDED.human_clicks,
+        first_click_at = COALESCE(message_engagement.first_click_at, EXCLUDED.first_click_at))
+  INSERT INTO delivery_event (outbox_id, at, kind, detail)
+  VALUES (:id, CAST(:at AS timestamptz), :kind, :detail))";
+
 void Engagement::record_open(const MessageRef& message, bool proxy, const std::string& user_agent,
                              SysTime now) {
   const std::string at = timestamp_text(now);
   const long long id = message.outbox_id;
   const int proxied = proxy ? 1 : 0;
-  store_.impl().run("recording an open", [&](soci::session& sql) {
-    soci::transaction tx(sql);
-    ensure_row(sql, id, message.kit_id, message.partner_id);
-    sql << "UPDATE message_engagement SET opens = opens + 1,"
-           " proxy_opens = proxy_opens + :proxy,"
-           " first_open_at = COALESCE(first_open_at, CAST(:at AS timestamptz))"
-           " WHERE outbox_id = :id",
-        soci::use(proxied, "proxy"), soci::use(at, "at"), soci::use(id, "id");
-    event(sql, id, at, proxy ? "opened_by_proxy" : "opened", clip(user_agent));
-    tx.commit();
+  const std::string kind = proxy ? "opened_by_proxy" : "opened";
+  const std::string detail = clip(user_agent);
+  grouped("recording an open", [&](soci::session& sql) {
+    sql << kRecordOpen, soci::use(id, "id"), soci::use(message.kit_id, "kit"),
+        soci::use(message.partner_id, "partner"), soci::use(proxied, "proxy"),
+        soci::use(at, "at"), soci::use(kind, "kind"), soci::use(detail, "detail");
   });
 }
 
@@ -87,17 +143,12 @@ void Engagement::record_click(const MessageRef& message, int link_index, bool pr
   const std::string at = timestamp_text(now);
   const long long id = message.outbox_id;
   const int human = proxy ? 0 : 1;
-  store_.impl().run("recording a click", [&](soci::session& sql) {
-    soci::transaction tx(sql);
-    ensure_row(sql, id, message.kit_id, message.partner_id);
-    sql << "UPDATE message_engagement SET clicks = clicks + 1,"
-           " human_clicks = human_clicks + :human,"
-           " first_click_at = COALESCE(first_click_at, CAST(:at AS timestamptz))"
-           " WHERE outbox_id = :id",
-        soci::use(human, "human"), soci::use(at, "at"), soci::use(id, "id");
-    event(sql, id, at, proxy ? "clicked_by_scanner" : "clicked",
-          "link " + std::to_string(link_index) + "; " + clip(user_agent));
-    tx.commit();
+  const std::string kind = proxy ? "clicked_by_scanner" : "clicked";
+  const std::string detail = "link " + std::to_string(link_index) + "; " + clip(user_agent);
+  grouped("recording a click", [&](soci::session& sql) {
+    sql << kRecordClick, soci::use(id, "id"), soci::use(message.kit_id, "kit"),
+        soci::use(message.partner_id, "partner"), soci::use(human, "human"),
+        soci::use(at, "at"), soci::use(kind, "kind"), soci::use(detail, "detail");
   });
 }
 

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "api/auth.hpp"
 #include "api/engagement_routes.hpp"
@@ -159,6 +160,33 @@ TEST_F(EngagementApi, AClickTokenRecordsItsMessageAndRedirectsToTheKitsLink) {
   EXPECT_EQ(scanner->status, 302);
   EXPECT_EQ(engagement_of(acme_, "clicks"), 2);
   EXPECT_EQ(engagement_of(acme_, "human_clicks"), 1) << "a link scanner is not a person";
+}
+
+// Concurrent clicks and opens share transactions (group commit): none is lost or counted
+// twice, whichever group each one lands in, and each answer comes only once it is recorded.
+TEST_F(EngagementApi, ConcurrentClicksAndOpensAreEachRecordedExactlyOnce) {
+  constexpr int kClients = 24;
+  constexpr int kEach = 5;
+  const auto click = "/c/" + render::click_token(kSecret, acme_, 0, kOffer);
+  const auto open = "/o/" + render::open_token(kSecret, acme_);
+  std::atomic<int> answered{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      auto http = client();
+      for (int i = 0; i < kEach; ++i) {
+        auto result = http.Get(c % 2 == 0 ? click : open, {{"User-Agent", kBrowser}});
+        if (result && (result->status == 302 || result->status == 200)) ++answered;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  ASSERT_EQ(answered.load(), kClients * kEach);
+  EXPECT_EQ(engagement_of(acme_, "clicks"), kClients / 2 * kEach);
+  EXPECT_EQ(engagement_of(acme_, "human_clicks"), kClients / 2 * kEach);
+  EXPECT_EQ(engagement_of(acme_, "opens"), kClients / 2 * kEach);
+  EXPECT_EQ(scalar("SELECT count(*) FROM delivery_event WHERE kind IN ('clicked', 'opened')"),
+            kClients * kEach);
 }
 
 TEST_F(EngagementApi, AnOpenPixelRecordsItsMessageAndFlagsPrivacyProxies) {

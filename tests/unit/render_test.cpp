@@ -583,6 +583,23 @@ TEST_F(RenderTest, RewritesTheKitsLinksToClickTokensThatNameTheMessageAndTheLink
   EXPECT_THAT(email.text, HasSubstr("Hello Dana")) << "the text part is left alone";
 }
 
+// A click finds its link with email_links(), which renders only the HTML part: it must find
+// exactly the links render_email() turned into tokens, in the same order.
+TEST_F(RenderTest, EmailLinksAreTheLinksTheWholeRenderTracked) {
+  write("announce.html.mustache",
+        "<p><a href=\"https://www.acme-it.example/cloud?contact={{contact.first_name}}\">Plan</a>"
+        " <a href=\"mailto:sales@acme-it.example\">Mail</a>"
+        " <A HREF='http://vendor.example/guide'>Guide</A>"
+        " <a href=\"{{links.unsubscribe}}\">Unsubscribe</a></p>");
+  const std::string key = "q4/announce/acme-it/dana.reyes@example.com";
+  const auto email = render(key);
+  auto ctx = render::make_context(config_, kit_, partner_, kSecret);
+  const auto links = render::email_links(*compile(), kit_.steps.front(), ctx, contact_, key);
+  EXPECT_EQ(links, email.links);
+  ASSERT_EQ(links.size(), 2u);
+  EXPECT_EQ(links[0], "https://www.acme-it.example/cloud?contact=Dana");
+}
+
 TEST_F(RenderTest, AddsAnOpenPixelForTheMessageJustBeforeTheBodyEnds) {
   auto email = render("q4/announce/acme-it/dana.reyes@example.com");
   const std::string prefix = "<img src=\"https://mkt.vendor.example/o/";
