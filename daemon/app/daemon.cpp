@@ -321,6 +321,13 @@ class Daemon {
             out.emplace_back(metrics::label_set({{"state", state}}), static_cast<double>(n));
           return out;
         });
+    metrics_.gauge("sending_held",
+                   "1 while no message goes out because the suppression file cannot be read or "
+                   "validated (see /readyz for why), else 0",
+                   [this] {
+                     return std::vector<std::pair<std::string, double>>{
+                         {"", snapshots_.get()->sending_held().empty() ? 0.0 : 1.0}};
+                   });
     metrics_.gauge("kits", "Kits by state", [this] {
       std::map<std::string, double> by_state;
       for (const auto& [id, entry] : snapshots_.get()->kits)
@@ -518,6 +525,7 @@ class Daemon {
       for (const auto& p : problems) spdlog::warn("{}", p);
       save_last_good();
       announce_kits(previous.get());
+      expire_removed_partners(*previous);
       import_suppressions();
       plan_now();
     });
@@ -591,6 +599,7 @@ class Daemon {
       for (const auto& [id, entry] : previous->kits) {
         if (snapshot->kits.count(id) != 0) continue;
         auto n = store_.expire_kit(id, system_now());
+        count_expired(n);
         store::KitStateRow row = kit_state_row(id, entry, "removed");
         row.digest.clear();
         row.error.clear();
@@ -600,6 +609,33 @@ class Daemon {
     } catch (const std::exception& e) {
       spdlog::error("recording kit states failed: {}", e.what());
     }
+  }
+
+  // Runs on the catalog strand after a reload: a partner whose file was deleted (not broken:
+  // that one waits) or who was suspended since the last snapshot has its queued mail expired in
+  // one statement. Rows already leased are settled by their dispatcher (decide()), as are those
+  // of a partner removed while no daemon ran.
+  void expire_removed_partners(const Snapshot& previous) {
+    const auto snapshot = snapshots_.get();
+    for (const auto& [id, before] : previous.partners.partners) {
+      if (!before.active) continue;
+      const Partner* now = snapshot->partner(id);
+      if (now != nullptr && now->active) continue;
+      if (now == nullptr && snapshot->partners.broken.count(id) != 0) continue;
+      const std::string why = now == nullptr ? "removed" : "suspended";
+      try {
+        const auto n = store_.expire_partner(id, "partner " + why, system_now());
+        count_expired(n);
+        spdlog::info("partner {} {}: {} queued messages will not be sent", id, why, n);
+      } catch (const std::exception& e) {
+        // Their dispatcher settles them one by one instead when it claims them.
+        spdlog::error("partner {} {}: expiring its queued messages failed: {}", id, why, e.what());
+      }
+    }
+  }
+
+  void count_expired(std::size_t n) {
+    if (n > 0) metrics_.add("messages_total", metrics::label_set({{"state", "expired"}}), n);
   }
 
   // The row `channeld kits` shows for a kit entry: the live version if any, else the version

@@ -98,6 +98,10 @@ Dispatcher::Dispatcher(asio::io_context& io, asio::thread_pool& db_pool, store::
        {store::OutcomeKind::sent, store::OutcomeKind::failed, store::OutcomeKind::bounced,
         store::OutcomeKind::expired, store::OutcomeKind::suppressed})
     metrics_.add("messages_total", metrics::label_set({{"state", store::to_string(kind)}}), 0);
+  metrics_.describe("claim_passes_held_total",
+                    "Claim passes that leased nothing because sending is held (the suppression "
+                    "file cannot be read or validated)");
+  metrics_.add("claim_passes_held_total", "", 0);
   policy_ = RetryPolicy{config.delivery.max_attempts, config.delivery.backoff_base,
                         config.delivery.backoff_max};
   limits_ =
@@ -120,6 +124,28 @@ void Dispatcher::poke() {
 
 void Dispatcher::claim() {
   if (stopping_ || claiming_ || in_hand_ >= kInHandBatches * batch_size_) return;
+  // Sending is held (the suppression file cannot be trusted): leave the queue as it is rather
+  // than lease every due row only to defer it again, an update and an event per message per
+  // pass. Looked at again every poll, so sending resumes within a second of the fix.
+  if (const auto snapshot = snapshots_.get(); !snapshot->sending_held().empty()) {
+    if (!held_) {
+      held_ = true;
+      spdlog::error("sending held: {}; claiming nothing until then", snapshot->sending_held());
+    }
+    metrics_.add("claim_passes_held_total", "");
+    last_claim_empty_ = true;
+    update_idle();
+    claim_timer_.expires_after(kIdlePoll);
+    claim_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec == asio::error::operation_aborted) return;
+      claim();
+    });
+    return;
+  }
+  if (held_) {
+    held_ = false;
+    spdlog::info("sending resumes: the suppression file is readable again");
+  }
   claiming_ = true;
   update_idle();
   asio::post(db_pool_, [this] {

@@ -126,6 +126,7 @@ class Dispatcher {
   deliver::LogThrottle flush_errors_;
   std::uint64_t random_state_;
   bool claiming_ = false;
+  bool held_ = false;  // sending was held at the last claim pass (logged once per hold)
   bool last_claim_empty_ = false;
   bool pace_armed_ = false;
   bool flush_armed_ = false;

@@ -54,8 +54,9 @@ Partner load_partner_file(const std::string& file, const std::string& dir);
 // are reported with file:line and the column, and skipped.
 class ContactReader {
  public:
-  // Throws InputError if the file cannot be opened or its header lacks the required columns,
-  // has an empty, duplicate or non-UTF-8 column name.
+  // Throws InputError if the file cannot be opened, is empty, or its header lacks the email
+  // column or has an empty, duplicate or non-UTF-8 column name: nothing in such a file can be
+  // trusted. A header without first_name, last_name or company is read (see missing_columns()).
   explicit ContactReader(const std::string& path, std::size_t field_bytes = 4096);
   ~ContactReader();
   ContactReader(const ContactReader&) = delete;
@@ -65,6 +66,9 @@ class ContactReader {
   std::optional<Contact> next();
   // Header columns beyond email,first_name,last_name,company.
   const std::vector<std::string>& extra_columns() const;
+  // Which of first_name, last_name, company the header lacks, in that order. Rows read as
+  // empty there; validate_kit holds the partner back from every kit that shows such a field.
+  const std::vector<std::string>& missing_columns() const;
   // Rows skipped so far. After 1000 of them the rest are only counted, in one last problem
   // added at end of file: a file with that many bad rows has one mistake repeated.
   const std::vector<Problem>& problems() const;
@@ -99,7 +103,8 @@ struct ValidKit {
   Kit kit;
   std::shared_ptr<const render::KitTemplates> templates;
   // Eligible partners this kit cannot be rendered for (a variable their data lacks, a contacts
-  // file with a bad header), by id, with why. Only they are held back: nothing is planned for
+  // file that cannot be read or lacks a column this kit shows, a subject their data would break
+  // into two lines), by id, with why. Only they are held back: nothing is planned for
   // them and their queued mail of this kit waits until a reload clears the problem.
   std::map<std::string, std::string> held_partners{};
 };

@@ -177,6 +177,7 @@ struct ContactReader::Impl {
   bool finished = false;
   std::size_t field_bytes;
   std::vector<std::string> column_names;  // as written, for messages
+  std::vector<std::string> missing_columns;
 
   Impl(const std::string& file, std::size_t field_limit)
       : path(file), csv(file), field_bytes(field_limit) {}
@@ -198,10 +199,17 @@ struct ContactReader::Impl {
     }
     // Names go into the To header, where a line break would start a header of its own.
     for (std::size_t r = 1; r <= 2; ++r) {
+      if (!has_column(r)) continue;
       if (detail::has_control_character(record.fields[required_index[r]]))
         return std::string(kRequiredColumns[r]) + " contains a line break or control character";
     }
     return {};
+  }
+
+  // Whether required column `r` (an index into kRequiredColumns) is in the header.
+  bool has_column(std::size_t r) const {
+    return std::find(missing_columns.begin(), missing_columns.end(), kRequiredColumns[r]) ==
+           missing_columns.end();
   }
 
   void report(std::size_t line, std::string message) {
@@ -251,13 +259,16 @@ struct ContactReader::Impl {
         extra_columns.push_back(name);
       }
     }
-    std::string missing;
-    for (std::size_t r = 0; r < kRequiredColumns.size(); ++r) {
-      if (!found[r]) missing += (missing.empty() ? "" : ", ") + std::string(kRequiredColumns[r]);
+    // Without addresses there is nothing to read. A missing name or company column costs only
+    // the kits that show that field (validate_kit holds the partner back from those); its rows
+    // read as empty there.
+    if (!found[0]) {
+      throw InputError(where,
+                       "header row lacks email (required: email,first_name,last_name,"
+                       "company, any order)");
     }
-    if (!missing.empty()) {
-      throw InputError(where, "header row lacks " + missing +
-                                  " (required: email,first_name,last_name,company, any order)");
+    for (std::size_t r = 1; r < kRequiredColumns.size(); ++r) {
+      if (!found[r]) missing_columns.emplace_back(kRequiredColumns[r]);
     }
   }
 
@@ -291,9 +302,9 @@ struct ContactReader::Impl {
       }
       Contact contact;
       contact.email = std::move(email);
-      contact.first_name = std::move(record.fields[required_index[1]]);
-      contact.last_name = std::move(record.fields[required_index[2]]);
-      contact.company = std::move(record.fields[required_index[3]]);
+      if (has_column(1)) contact.first_name = std::move(record.fields[required_index[1]]);
+      if (has_column(2)) contact.last_name = std::move(record.fields[required_index[2]]);
+      if (has_column(3)) contact.company = std::move(record.fields[required_index[3]]);
       for (std::size_t i = 0; i < extra_index.size(); ++i) {
         contact.extra.emplace(extra_columns[i], std::move(record.fields[extra_index[i]]));
       }
@@ -321,6 +332,10 @@ std::optional<Contact> ContactReader::next() {
 
 const std::vector<std::string>& ContactReader::extra_columns() const {
   return impl_->extra_columns;
+}
+
+const std::vector<std::string>& ContactReader::missing_columns() const {
+  return impl_->missing_columns;
 }
 
 const std::vector<Problem>& ContactReader::problems() const {

@@ -3,6 +3,7 @@
 #include <climits>
 #include <cmath>
 #include <filesystem>
+#include <set>
 
 #include "catalog/catalog.hpp"
 #include "catalog/checks.hpp"
@@ -375,30 +376,38 @@ ValidKit validate_kit(const std::string& folder, const Config& config, const Par
 
   std::vector<std::string> problems;
   std::size_t eligible = 0;
+  const std::set<std::string> shown = valid.templates->contact_fields();
   for (const auto& [id, partner] : partners.partners) {
     if (!partner.active || schedule::ineligibility(valid.kit, partner)) continue;
     ++eligible;
+    std::string held;
+    auto hold = [&](const std::string& why) {
+      problems.push_back("partner '" + id + "': " + why);
+      held += (held.empty() ? "" : "; ") + why;
+    };
     std::vector<std::string> columns;
     try {
       // Only the header is read: the columns decide which contact.* variables exist.
-      columns =
-          ContactReader(partner.contacts_file, config.limits.contact_field_bytes).extra_columns();
+      ContactReader header(partner.contacts_file, config.limits.contact_field_bytes);
+      columns = header.extra_columns();
+      std::string lacking;
+      for (const auto& column : header.missing_columns()) {
+        if (shown.count(column) != 0) lacking += (lacking.empty() ? "" : ", ") + column;
+      }
+      if (!lacking.empty()) {
+        hold(partner.contacts_file + ": header row lacks " + lacking +
+             ", which this kit shows (the partner's other kits still send)");
+      }
     } catch (const InputError& e) {
-      valid.held_partners.emplace(id, e.what());
-      problems.push_back("partner '" + id + "': " + e.what());
-      continue;
+      hold(e.what());
     }
-    render::Context context{&config, &valid.kit, &partner, link_secret};
-    std::string held;
-    auto missing = valid.templates->missing_variables(context, columns);
-    for (const auto& m : missing) {
-      problems.push_back("partner '" + id + "': " + m + " is not defined");
-      held += (held.empty() ? "" : "; ") + m + " is not defined";
-    }
-    if (missing.empty()) {
-      for (const auto& problem : trial_payloads(valid, context, columns)) {
-        problems.push_back("partner '" + id + "': " + problem);
-        held += (held.empty() ? "" : "; ") + problem;
+    if (held.empty()) {
+      render::Context context{&config, &valid.kit, &partner, link_secret};
+      auto missing = valid.templates->missing_variables(context, columns);
+      for (const auto& m : missing) hold(m + " is not defined");
+      if (missing.empty()) {
+        for (const auto& problem : valid.templates->header_problems(context)) hold(problem);
+        for (const auto& problem : trial_payloads(valid, context, columns)) hold(problem);
       }
     }
     if (!held.empty()) valid.held_partners.emplace(id, held);

@@ -300,6 +300,52 @@ void find_missing(const Part& part, const mus::data& scope, const mus::data& mes
   walk(walk, 0, true);
 }
 
+// See KitTemplates::contact_fields.
+void collect_contact_fields(const Part& part, std::set<std::string>& fields) {
+  constexpr std::string_view kContact = "contact.";
+  std::size_t contact_sections = 0;  // enclosing {{#contact}} / {{^contact}} sections
+  std::vector<bool> opened;          // per open section: is it one of those
+  for (const source::Tag& tag : part.source.tags) {
+    switch (tag.kind) {
+      case source::TagKind::section:
+      case source::TagKind::inverted:
+        opened.push_back(tag.name == "contact");
+        if (opened.back()) ++contact_sections;
+        break;
+      case source::TagKind::section_end:
+        if (!opened.empty()) {
+          if (opened.back()) --contact_sections;
+          opened.pop_back();
+        }
+        break;
+      case source::TagKind::variable:
+      case source::TagKind::unescaped:
+        if (tag.name.starts_with(kContact)) {
+          const std::string field = tag.name.substr(kContact.size());
+          fields.insert(field.substr(0, field.find('.')));
+        } else if (contact_sections > 0 && tag.name != "." &&
+                   tag.name.find('.') == std::string::npos) {
+          fields.insert(tag.name);
+        }
+        break;
+    }
+  }
+}
+
+std::string trim_spaces(std::string s) {
+  auto first = s.find_first_not_of(" \t");
+  if (first == std::string::npos) return {};
+  auto last = s.find_last_not_of(" \t");
+  return s.substr(first, last - first + 1);
+}
+
+bool has_control(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return (c < 0x20 && c != '\t') || c == 0x7f;
+  });
+}
+
 bool shows(const Part& part, const std::string& name) {
   return std::any_of(part.source.tags.begin(), part.source.tags.end(), [&](const source::Tag& t) {
     return t.name == name &&
@@ -403,6 +449,49 @@ class CompiledKit final : public KitTemplates {
       for (const Part* part : step.parts()) find_missing(*part, scope.data, message, missing);
     }
     return missing;
+  }
+
+  std::set<std::string> contact_fields() const override {
+    std::set<std::string> fields;
+    for (const auto& step : steps_) {
+      for (const Part* part : step.parts()) collect_contact_fields(*part, fields);
+    }
+    return fields;
+  }
+
+  std::vector<std::string> header_problems(const Context& ctx) const override {
+    std::shared_ptr<const Scope> built;
+    const Scope& scope = scope_of(ctx, built);
+    Contact sample;
+    sample.email = sample.first_name = sample.last_name = sample.company = "x";
+    const mus::data message = message_data(sample, "x", "x");
+    std::vector<std::string> problems;
+    for (const auto& step : steps_) {
+      if (!step.subject) continue;
+      const Part& subject = *step.subject;
+      Layers stack(scope.data, message);
+      // As render_email trims it; a variable the partner lacks renders empty here (that is
+      // missing_variables' report, not this one's).
+      if (!has_control(trim_spaces(subject.tmpl.render(stack)))) continue;
+      // Name the value that brought the line break, or else the template text itself.
+      std::string culprits;
+      for (const source::Tag& tag : subject.source.tags) {
+        if (tag.kind != source::TagKind::variable && tag.kind != source::TagKind::unescaped)
+          continue;
+        const mus::data* value = stack.get(tag.name);
+        if (value == nullptr || !value->is_string() || !has_control(value->string_value()))
+          continue;
+        culprits += (culprits.empty() ? "" : ", ") + std::string("{{") + tag.name + "}} (" +
+                    tag.origin + ")";
+      }
+      problems.push_back(subject.label +
+                         " would carry a line break or control character into the Subject "
+                         "header: " +
+                         (culprits.empty() ? "its text (partials included) has one"
+                                           : "the value of " + culprits + " has one") +
+                         "; a header value must be a single line");
+    }
+    return problems;
   }
 
   const CompiledStep& step(const Step& step, Channel channel) const {
@@ -540,13 +629,6 @@ std::vector<std::string> track(std::string& html, const std::string& public_url,
   }
   html = std::move(out);
   return links;
-}
-
-std::string trim_spaces(std::string s) {
-  auto first = s.find_first_not_of(" \t");
-  if (first == std::string::npos) return {};
-  auto last = s.find_last_not_of(" \t");
-  return s.substr(first, last - first + 1);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,20 @@ class KitTemplates {
   // `contact_columns` may list the four required columns or only the extra ones.
   virtual std::vector<std::string> missing_variables(
       const Context& ctx, const std::vector<std::string>& contact_columns) const = 0;
+
+  // The contact fields ("last_name", "region") this kit shows anywhere: every {{contact.X}} of
+  // every part (subjects, HTML and text with their layouts, payloads; partials inlined), and
+  // every plain name inside a {{#contact}} section. A field named only as a section key
+  // ({{#contact.last_name}}...{{/contact.last_name}}) is a condition, not a use: without the
+  // column the section reads as false. A contacts file lacking one of these columns cannot
+  // feed this kit; one lacking any other column still can.
+  virtual std::set<std::string> contact_fields() const = 0;
+
+  // Why a value bound for a header would not be a single line for this partner: each email
+  // step's subject rendered with the partner's data (and a contact whose fields read "x": rows
+  // are checked as the contacts file is read) that carries CR, LF or another control character,
+  // as "step 'announce' subject: ... ". Empty = every subject is one line.
+  virtual std::vector<std::string> header_problems(const Context& ctx) const = 0;
 
  protected:
   KitTemplates() = default;

@@ -259,6 +259,18 @@ constexpr const char* kExpireKit = R"(
     SELECT id, CAST(:now AS timestamptz), 'expired', 'kit expired or removed' FROM expired)
   SELECT count(*) FROM expired)";
 
+// One statement for all of a removed partner's queued mail, whatever its size: a partner with
+// a million contacts would otherwise be settled, logged and recorded one claim at a time.
+constexpr const char* kExpirePartner = R"(
+  WITH expired AS (
+    UPDATE outbox SET state = 'expired', updated_at = CAST(:now AS timestamptz)
+    WHERE partner_id = :partner AND state = 'queued'
+    RETURNING id),
+  events AS (
+    INSERT INTO delivery_event (outbox_id, at, kind, detail)
+    SELECT id, CAST(:now AS timestamptz), 'expired', :detail FROM expired)
+  SELECT count(*) FROM expired)";
+
 constexpr const char* kRecordKitState = R"(
   INSERT INTO kit_state (kit_id, version, digest, state, error, updated_at)
   VALUES (:kit, :version, :digest, :state, :error, CAST(:updated_at AS timestamptz))
@@ -529,6 +541,17 @@ std::size_t Store::expire_kit(const std::string& kit_id, SysTime now) {
   return impl_->run("expiring a kit", [&](soci::session& sql) {
     long long expired = 0;
     sql << kExpireKit, soci::use(kit_id, "kit"), soci::use(now_text, "now"), soci::into(expired);
+    return static_cast<std::size_t>(expired);
+  });
+}
+
+std::size_t Store::expire_partner(const std::string& partner_id, const std::string& why,
+                                  SysTime now) {
+  const std::string now_text = timestamp_text(now);
+  return impl_->run("expiring a partner's queued messages", [&](soci::session& sql) {
+    long long expired = 0;
+    sql << kExpirePartner, soci::use(partner_id, "partner"), soci::use(now_text, "now"),
+        soci::use(why, "detail"), soci::into(expired);
     return static_cast<std::size_t>(expired);
   });
 }

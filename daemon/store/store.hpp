@@ -166,6 +166,10 @@ class Store {
   // Marks queued rows of a kit as expired (the kit expired or was removed). Rows being sent
   // are left to their dispatcher, which records them as expired itself.
   std::size_t expire_kit(const std::string& kit_id, SysTime now);
+  // The same for every queued row of a partner (its file was deleted or it was suspended), in
+  // one statement, `why` as each row's event detail. Returns how many. No index leads with
+  // partner_id: this scans the outbox, which is fine for what an operator does now and then.
+  std::size_t expire_partner(const std::string& partner_id, const std::string& why, SysTime now);
 
   // ---- expansion bookkeeping: which (kit, step, partner) were expanded for which audience ----
   bool expanded(const std::string& kit_id, const std::string& step_id,

@@ -3,11 +3,13 @@
 // cluster and a real SMTP server on 127.0.0.1, as a user would.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 #include <soci/soci.h>
 
 #include <chrono>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -37,6 +39,44 @@ std::vector<std::string> recipients(const SmtpTestServer& smtp) {
     out.push_back(to);
   }
   return out;
+}
+
+// Each accepted message as "subject -> recipient", one entry per message.
+std::multiset<std::string> subjects_to(const SmtpTestServer& smtp) {
+  std::multiset<std::string> out;
+  const auto to = recipients(smtp);
+  const auto raw = smtp.messages();
+  for (std::size_t i = 0; i < raw.size() && i < to.size(); ++i) {
+    auto at = raw[i].find("\r\nSubject: ");
+    if (at == std::string::npos) continue;
+    auto end = raw[i].find("\r\n", at + 2);
+    out.insert(raw[i].substr(at + 11, end - at - 11) + " -> " + to[i]);
+  }
+  return out;
+}
+
+// How many lines of `log` contain `text`.
+std::size_t lines_with(const std::string& log, const std::string& text) {
+  std::istringstream lines(log);
+  std::size_t n = 0;
+  for (std::string line; std::getline(lines, line);)
+    if (line.find(text) != std::string::npos) ++n;
+  return n;
+}
+
+// The value of an unlabelled counter or gauge in the daemon's /metrics, or -1.
+double metric(const std::string& log, const std::string& name) {
+  std::smatch m;
+  static const std::regex port_re("listening on port ([0-9]+)");
+  if (!std::regex_search(log, m, port_re)) return -1;
+  httplib::Client http("127.0.0.1", std::stoi(m[1].str()));
+  auto scraped = http.Get("/metrics");
+  if (!scraped || scraped->status != 200) return -1;
+  const std::string& body = scraped->body;
+  const std::string line = "\n" + name + " ";
+  auto at = body.find(line);
+  if (at == std::string::npos) return -1;
+  return std::stod(body.substr(at + line.size()));
 }
 
 std::string email(const std::string& partner, int i) {
@@ -190,27 +230,49 @@ TEST(BadInput, AnInvalidUtf8RowIsSkippedAndReportedWhileEveryoneElseGetsMail) {
                                             email("northwind", 0), email("northwind", 1)}));
 }
 
-TEST(BadInput, APartnerCsvWithoutAColumnHoldsBackOnlyThatPartner) {
+TEST(BadInput, APartnerCsvWithoutAColumnHoldsThatPartnerOnlyFromTheKitThatShowsIt) {
   auto db = fresh_database("input_missing_column");
   if (db.empty()) return;
   SmtpTestServer smtp;
   Site site(db, smtp.port());
   site.add_partner("acme-it");
   site.add_partner("northwind");
-  write_file(site.partners() / "acme-it.csv",
-             "email,first_name,company\n" + email("acme-it", 0) + ",Ann,Co\n");
-  site.add_kit("cloud");
+  const fs::path csv = site.partners() / "acme-it.csv";
+  const std::string full = read_file(csv);
+  write_file(csv, "email,first_name,company\n" + email("acme-it", 0) + ",Ann,Co\n" +
+                      email("acme-it", 1) + ",Bob,Co\n");
+  site.add_kit("formal", "<p>Dear {{contact.first_name}} {{contact.last_name}}</p>");
+  site.add_kit("plain");  // shows first_name only
+  site.migrate();
 
-  site.run_until_idle();
-
-  auto got = recipients(smtp);
-  std::multiset<std::string> to(got.begin(), got.end());
-  EXPECT_EQ(to, (std::multiset<std::string>{email("northwind", 0), email("northwind", 1)}));
+  Process daemon(site.channeld({}), site.dir() / "daemon.log");
+  ASSERT_TRUE(eventually([&] { return site.count("state = 'sent'") == 6; })) << daemon.output();
+  const std::string log = daemon.output();
+  EXPECT_EQ(lines_with(log, "kit formal: partner acme-it held back: " + csv.string() +
+                                ": header row lacks last_name, which this kit shows"),
+            1u)
+      << log;
+  EXPECT_THAT(log, Not(HasSubstr("kit plain: partner acme-it held back")));
   auto [code, kits] = run_program(site.channeld({"kits"}));
   ASSERT_EQ(code, 0) << kits;
-  EXPECT_THAT(kits, HasSubstr("live"));
   EXPECT_THAT(kits, HasSubstr("partner acme-it held back"));
   EXPECT_THAT(kits, HasSubstr("last_name"));
+  EXPECT_EQ(site.count("kit_id = 'formal' AND partner_id = 'acme-it'"), 0);
+
+  // Fixed: the held kit's mail goes, once; nothing already sent goes again.
+  write_file(csv, full);
+  ASSERT_TRUE(eventually([&] { return site.count("state = 'sent'") == 8; })) << daemon.output();
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0);
+  std::multiset<std::string> expected;
+  for (const char* partner : {"acme-it", "northwind"}) {
+    for (int i = 0; i < 2; ++i) {
+      for (const char* kit : {"formal", "plain"})
+        expected.insert(std::string("Kit ") + kit + " for Partner " + partner + " -> " +
+                        email(partner, i));
+    }
+  }
+  EXPECT_EQ(subjects_to(smtp), expected);
 }
 
 // ---- 2. the last good version survives --------------------------------------------------
@@ -337,9 +399,67 @@ TEST(BadInput, AKitWhoseFolderIsDeletedHasItsQueuedMailStoppedAndCounted) {
   EXPECT_EQ(daemon.wait(), 0);
 }
 
+TEST(BadInput, APartnerWhoseFileIsDeletedHasItsQueuedMailExpiredInOneLoggedStep) {
+  auto db = fresh_database("input_partner_deleted");
+  if (db.empty()) return;
+  TempDir flags;
+  const fs::path tempfail = flags / "tempfail";
+  write_file(tempfail, "");
+  SmtpTestServer::Options options;
+  options.tempfail_file = tempfail;
+  SmtpTestServer smtp(options);
+  Site site(db, smtp.port());
+  // After its first 451 a message waits an hour: no claim can race the deletion below.
+  std::string config = read_file(site.config());
+  for (const std::string key : {"backoff_base", "backoff_max"}) {
+    const std::string was = key + " = \"1s\"";
+    config.replace(config.find(was), was.size(), key + " = \"1h\"");
+  }
+  write_file(site.config(), config);
+  site.add_partner("acme-it", 5);
+  site.add_partner("northwind", 2);
+  site.add_kit("cloud");
+  site.add_kit("webinar");
+  site.migrate();
+  Process daemon(site.channeld({}), site.dir() / "daemon.log");
+  ASSERT_TRUE(eventually([&] { return site.count("attempts = 1 AND state = 'queued'") == 14; }))
+      << daemon.output();
+
+  fs::remove(site.partners() / "acme-it.toml");
+  ASSERT_TRUE(eventually([&] {
+    return daemon.output().find("partner acme-it removed") != std::string::npos;
+  })) << daemon.output();
+  EXPECT_EQ(site.count("partner_id = 'acme-it' AND state = 'expired'"), 10);
+  EXPECT_EQ(site.messages_with_event("kind = 'expired' AND detail = 'partner removed'"), 10);
+  EXPECT_EQ(site.count("partner_id = 'northwind' AND state = 'queued'"), 4);
+  const std::string log = daemon.output();
+  EXPECT_EQ(lines_with(log, "partner acme-it removed: 10 queued messages will not be sent"), 1u)
+      << log;
+  EXPECT_EQ(lines_with(log, "message expired"), 0u) << "one line for the partner, none per message";
+  EXPECT_EQ(metric(log, "channeld_messages_total{state=\"expired\"}"), 10);
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0);
+}
+
 // ---- 3. suppressions fail closed ---------------------------------------------------------
 
-TEST(BadInput, AMisspeltSuppressionFileHoldsAllSendingAndTheSuppressedAddressGetsNothing) {
+// Every queued row's attempts, due and update times and the count of its events, by id.
+std::string outbox_state(const std::string& database) {
+  soci::session db("postgresql", database);
+  soci::rowset<soci::row> rows =
+      (db.prepare << "SELECT o.id, o.attempts, CAST(o.due_at AS text), CAST(o.updated_at AS text),"
+                     " (SELECT count(*) FROM delivery_event e WHERE e.outbox_id = o.id), o.state"
+                     " FROM outbox o ORDER BY o.id");
+  std::ostringstream out;
+  for (const auto& row : rows) {
+    out << row.get<long long>(0) << " " << row.get<int>(1) << " " << row.get<std::string>(2) << " "
+        << row.get<std::string>(3) << " " << row.get<long long>(4) << " " << row.get<std::string>(5)
+        << "\n";
+  }
+  return out.str();
+}
+
+TEST(BadInput, AMisspeltSuppressionFileStopsClaimingAndTheSuppressedAddressGetsNothing) {
   auto db = fresh_database("input_suppressions");
   if (db.empty()) return;
   SmtpTestServer smtp;
@@ -355,11 +475,20 @@ TEST(BadInput, AMisspeltSuppressionFileHoldsAllSendingAndTheSuppressedAddressGet
   EXPECT_THAT(check, HasSubstr("unknown column 'partner'"));
 
   Process daemon(site.channeld({}), site.dir() / "daemon.log");
-  // Planned, then held: every row deferred by the hold, none sent.
-  ASSERT_TRUE(eventually([&] {
-    return site.messages_with_event("kind = 'deferred' AND detail LIKE '%suppression%'") == 3;
-  })) << daemon.output();
-  EXPECT_THAT(daemon.output(), HasSubstr("no new message goes out"));
+  ASSERT_TRUE(eventually([&] { return site.count("state = 'queued'") == 3; })) << daemon.output();
+  const auto passes = [&] { return metric(daemon.output(), "channeld_claim_passes_held_total"); };
+  // A pass that saw the rows, then the state, then several passes later the same state.
+  const double seen = passes();
+  ASSERT_GE(seen, 0) << daemon.output();
+  ASSERT_TRUE(eventually([&] { return passes() >= seen + 1; })) << daemon.output();
+  const std::string before = outbox_state(db);
+  const double then = passes();
+  ASSERT_TRUE(eventually([&] { return passes() >= then + 3; })) << daemon.output();
+  EXPECT_EQ(outbox_state(db), before) << "a held queue is left untouched";
+  EXPECT_EQ(site.count("state = 'queued' AND attempts = 0"), 3);
+  EXPECT_EQ(site.messages_with_event("kind = 'deferred'"), 0);
+  EXPECT_EQ(metric(daemon.output(), "channeld_sending_held"), 1);
+  EXPECT_EQ(lines_with(daemon.output(), "sending held: "), 1u) << daemon.output();
   auto [kits_code, kits] = run_program(site.channeld({"kits"}));
   EXPECT_EQ(kits_code, 0);
   EXPECT_THAT(kits, HasSubstr("SENDING HELD"));
@@ -369,9 +498,13 @@ TEST(BadInput, AMisspeltSuppressionFileHoldsAllSendingAndTheSuppressedAddressGet
              "email,partner_id,reason\n" + email("acme-it", 1) + ",acme-it,asked to stop\n");
   ASSERT_TRUE(eventually([&] { return site.count("state = 'sent'") == 2; })) << daemon.output();
   ASSERT_TRUE(eventually([&] { return site.count("state = 'suppressed'") == 1; }));
+  EXPECT_EQ(lines_with(daemon.output(), "sending resumes"), 1u) << daemon.output();
+  EXPECT_EQ(metric(daemon.output(), "channeld_sending_held"), 0);
   daemon.signal(SIGTERM);
   EXPECT_EQ(daemon.wait(), 0);
-  for (const auto& to : recipients(smtp)) EXPECT_NE(to, email("acme-it", 1));
+  auto got = recipients(smtp);
+  EXPECT_EQ(std::multiset<std::string>(got.begin(), got.end()),
+            (std::multiset<std::string>{email("acme-it", 0), email("acme-it", 2)}));
 }
 
 // ---- 5. files stay in their folders ------------------------------------------------------
@@ -482,6 +615,49 @@ TEST(BadInput, ControlCharactersAreRefusedAndAThreeThousandCharacterNameSends) {
   EXPECT_EQ(site.count("state = 'failed'"), 0);
 }
 
+TEST(BadInput, ASubjectThatWouldBreakIntoTwoLinesIsRefusedAtLoadAndThePreviousVersionSends) {
+  auto db = fresh_database("input_subject_line_break");
+  if (db.empty()) return;
+  TempDir flags;
+  const fs::path tempfail = flags / "tempfail";
+  write_file(tempfail, "");
+  SmtpTestServer::Options options;
+  options.tempfail_file = tempfail;
+  SmtpTestServer smtp(options);
+  Site site(db, smtp.port());
+  site.add_partner("acme-it", 2);
+  site.add_kit("cloud");
+  site.migrate();
+  Process daemon(site.channeld({}), site.dir() / "daemon.log");
+  ASSERT_TRUE(eventually([&] { return site.count("attempts >= 1 AND state = 'queued'") == 2; }))
+      << daemon.output();
+
+  // Version 2: its subject pulls in a partial whose text has a line break.
+  const fs::path kit_toml = site.campaigns() / "cloud" / "kit.toml";
+  write_file(site.campaigns() / "cloud" / "headline.mustache", "Your cloud move\nstarts now");
+  std::string v2 = Site::kit_toml("cloud", 2);
+  const std::string subject = "subject = \"Kit cloud";
+  v2.replace(v2.find(subject), subject.size(), "subject = \"{{> headline}}");
+  write_file(kit_toml, v2);
+  const std::string refusal = kit_toml.string() +
+                              ": partner 'acme-it': step 'announce' subject would carry a line "
+                              "break or control character into the Subject header";
+  ASSERT_TRUE(eventually([&] { return daemon.output().find(refusal) != std::string::npos; }))
+      << daemon.output();
+  auto [code, check] = run_program(site.channeld({"check-config"}));
+  EXPECT_EQ(code, 2);
+  EXPECT_THAT(check, HasSubstr(refusal));
+
+  fs::remove(tempfail);
+  ASSERT_TRUE(eventually([&] { return site.count("state = 'sent'") == 2; })) << daemon.output();
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0);
+  EXPECT_EQ(subjects_to(smtp), (std::multiset<std::string>{
+                                   "Kit cloud for Partner acme-it -> " + email("acme-it", 0),
+                                   "Kit cloud for Partner acme-it -> " + email("acme-it", 1)}));
+  EXPECT_EQ(site.count("state = 'failed'"), 0);
+}
+
 // ---- 8. [database] url --------------------------------------------------------------------
 
 // A private cluster that checks passwords (the shared test cluster trusts everyone, so it
@@ -498,7 +674,8 @@ $as_pg "$bin/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 60 -o "-p $port -k $1
 echo "$port"
 )sh";
 
-constexpr const char* kStopPasswordCluster = R"sh(bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+constexpr const char* kStopPasswordCluster =
+    R"sh(bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 as_pg=""
 if [ "$(id -u)" -eq 0 ]; then as_pg="runuser -u postgres --"; fi
 $as_pg "$bin/pg_ctl" -D "$1/data" -m immediate -w stop

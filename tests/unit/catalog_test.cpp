@@ -21,6 +21,7 @@ namespace channeld::catalog {
 namespace {
 
 namespace fs = std::filesystem;
+using channeld::testing::read_file;
 using channeld::testing::TempDir;
 using channeld::testing::write_file;
 using ::testing::HasSubstr;
@@ -671,18 +672,34 @@ TEST(Contacts, ExtraColumnsBecomeExtrasAndHeaderOrderIsFree) {
   EXPECT_EQ(contacts[0].extra.at("account_manager"), "Zoe");
 }
 
-TEST(Contacts, HeaderWithoutTheRequiredColumnsIsRefused) {
+TEST(Contacts, HeaderWithoutTheEmailColumnIsRefused) {
   TempDir dir;
   std::string path = (dir / "c.csv").string();
-  write_file(path, "email,name\nann@a.example,Ann\n");
+  write_file(path, "first_name,last_name,company\nAnn,Lee,Acme\n");
   EXPECT_EQ(error_of([&] { ContactReader reader(path); }),
             path +
-                ":1: header row lacks first_name, last_name, company "
+                ":1: header row lacks email "
                 "(required: email,first_name,last_name,company, any order)");
+  write_file(path, "email,first_name,EMAIL\n");
+  EXPECT_THAT(error_of([&] { ContactReader reader(path); }), HasSubstr("appears twice"));
   write_file(path, "");
   EXPECT_THAT(error_of([&] { ContactReader reader(path); }), HasSubstr("empty"));
   EXPECT_THAT(error_of([&] { ContactReader reader((dir / "none.csv").string()); }),
               HasSubstr("cannot read"));
+}
+
+TEST(Contacts, AHeaderWithoutANameOrCompanyColumnIsReadAndSaysWhatItLacks) {
+  TempDir dir;
+  write_file(dir / "c.csv", "email,first_name,region\nann@a.example,Ann,EMEA\n");
+  ContactReader reader((dir / "c.csv").string());
+  EXPECT_EQ(reader.missing_columns(), (std::vector<std::string>{"last_name", "company"}));
+  auto contacts = read_all(reader);
+  ASSERT_EQ(contacts.size(), 1u);
+  EXPECT_EQ(contacts[0].first_name, "Ann");
+  EXPECT_EQ(contacts[0].last_name, "");
+  EXPECT_EQ(contacts[0].company, "");
+  EXPECT_EQ(contacts[0].extra.at("region"), "EMEA");
+  EXPECT_TRUE(reader.problems().empty());
 }
 
 TEST(Contacts, SkipBlankLinesAndAMissingFinalLineBreak) {
@@ -1072,18 +1089,79 @@ TEST(ValidateKit, RefusesTheKitWhenEveryEligiblePartnerLacksTheVariable) {
   EXPECT_THAT(error, HasSubstr("partner.branding.logo_url"));
 }
 
-TEST(ValidateKit, HoldsBackAPartnerWhoseContactsHeaderLacksARequiredColumn) {
-  ValidationFixture f;
+// Acme and a second partner "other" like it, so one partner's trouble is not every partner's.
+void add_other_partner(ValidationFixture& f) {
   fs::remove(f.dir / "partners" / "plain.toml");
-  write_file(f.dir / "partners" / "acme-it.csv", "email,first_name,company\n");
   write_file(f.dir / "partners" / "other.toml",
              replaced(replaced(kAcme, "acme-it\"", "other\""), "acme-it.csv", "other.csv"));
   write_file(f.dir / "partners" / "other.csv", "email,first_name,last_name,company\n");
+}
+
+TEST(ValidateKit, AContactsFileWithoutLastNameHoldsThePartnerOnlyFromAKitThatShowsIt) {
+  ValidationFixture f;
+  add_other_partner(f);
+  const std::string csv = (f.dir / "partners" / "acme-it.csv").string();
+  write_file(csv, "email,first_name,company\n");
+  f.load();
+  // The fixture's kit shows first_name only.
+  EXPECT_TRUE(validate_kit(f.folder.string(), f.config, f.partners, "s").held_partners.empty());
+
+  write_file(f.folder / "announce.txt.mustache",
+             "Hello {{contact.first_name}} {{contact.last_name}}");
+  ValidKit valid = validate_kit(f.folder.string(), f.config, f.partners, "s");
+  ASSERT_EQ(valid.held_partners.count("acme-it"), 1u);
+  EXPECT_EQ(valid.held_partners.at("acme-it"),
+            csv +
+                ": header row lacks last_name, which this kit shows (the partner's other kits "
+                "still send)");
+  EXPECT_EQ(valid.held_partners.count("other"), 0u);
+}
+
+TEST(ValidateKit, AContactsFileWithADuplicateColumnOrThatCannotBeReadHoldsThePartnerFromAnyKit) {
+  ValidationFixture f;
+  add_other_partner(f);
+  write_file(f.dir / "partners" / "acme-it.csv", "email,first_name,last_name,company,company\n");
   f.load();
   ValidKit valid = validate_kit(f.folder.string(), f.config, f.partners, "s");
   ASSERT_EQ(valid.held_partners.count("acme-it"), 1u);
-  EXPECT_THAT(valid.held_partners.at("acme-it"), HasSubstr("acme-it.csv:1: header row lacks"));
+  EXPECT_THAT(valid.held_partners.at("acme-it"), HasSubstr("'company' appears twice"));
   EXPECT_EQ(valid.held_partners.count("other"), 0u);
+
+  fs::remove(f.dir / "partners" / "acme-it.csv");
+  valid = validate_kit(f.folder.string(), f.config, f.partners, "s");
+  ASSERT_EQ(valid.held_partners.count("acme-it"), 1u);
+  EXPECT_THAT(valid.held_partners.at("acme-it"), HasSubstr("cannot read"));
+}
+
+TEST(ValidateKit, HoldsBackAPartnerWhoseDataWouldBreakTheSubjectIntoTwoLines) {
+  ValidationFixture f;
+  add_other_partner(f);
+  // A TOML "\n" escape is a real line break; the region is free text.
+  write_file(f.dir / "partners" / "acme-it.toml",
+             replaced(kAcme, "region = \"NA\"", "region = \"NA\\nBcc: x@y.example\""));
+  write_file(f.folder / "kit.toml",
+             replaced(kKitToml, "subject = \"{{partner.name}}", "subject = \"{{partner.region}}"));
+  f.load();
+  ValidKit valid = validate_kit(f.folder.string(), f.config, f.partners, "s");
+  ASSERT_EQ(valid.held_partners.count("acme-it"), 1u);
+  EXPECT_THAT(valid.held_partners.at("acme-it"),
+              HasSubstr("step 'announce' subject would carry a line break or control character "
+                        "into the Subject header: the value of {{partner.region}} ("));
+  EXPECT_EQ(valid.held_partners.count("other"), 0u);
+}
+
+TEST(ValidateKit, RefusesAKitWhoseSubjectPartialHasALineBreak) {
+  ValidationFixture f;
+  add_other_partner(f);
+  write_file(f.folder / "headline.mustache", "Your cloud move\nstarts now");
+  write_file(f.folder / "kit.toml", replaced(kKitToml, "subject = \"{{partner.name}}",
+                                             "subject = \"{{> headline}} {{partner.name}}"));
+  f.load();
+  std::string error = error_of([&] { validate_kit(f.folder.string(), f.config, f.partners, "s"); });
+  EXPECT_THAT(error, HasSubstr((f.folder / "kit.toml").string() + ": "));
+  EXPECT_THAT(error, HasSubstr("partner 'acme-it': step 'announce' subject would carry a line "
+                               "break or control character into the Subject header: its text "
+                               "(partials included) has one"));
 }
 
 TEST(ValidateKit, RefusesAWebhookPayloadThatDoesNotRenderAsJson) {
@@ -1101,8 +1179,9 @@ TEST(ValidateKit, RefusesAWebhookPayloadThatDoesNotRenderAsJson) {
 TEST(ValidateKit, AcceptsAWebhookPayloadWithPartnerValuesAndQuotedContactValues) {
   ValidationFixture f;
   fs::remove(f.dir / "partners" / "plain.toml");
-  write_file(f.folder / "lead.json.mustache",
-             R"({"email": "{{contact.email}}", "partner": "{{partner.name}}", "tier": "{{partner.tier}}",
+  write_file(
+      f.folder / "lead.json.mustache",
+      R"({"email": "{{contact.email}}", "partner": "{{partner.name}}", "tier": "{{partner.tier}}",
                  "allocation": {{partner.mdf.allocation}}, "unsubscribe": "{{links.unsubscribe}}"})");
   f.load();
   EXPECT_NO_THROW(validate_kit(f.folder.string(), f.config, f.partners, ""));

@@ -279,6 +279,51 @@ TEST_F(RenderTest, ChecksContactVariablesAgainstTheCsvColumns) {
   EXPECT_TRUE(missing({"industry", "region"}).empty());
 }
 
+TEST_F(RenderTest, ListsTheContactFieldsEveryPartShowsWithPartialsAndLayouts) {
+  write("layout.txt.mustache", "{{{body}}}\n--\n{{contact.company}} {{links.unsubscribe}}\n");
+  write("sign-off.mustache", "Regards, {{contact.account_manager}}");
+  write("announce.txt.mustache", "Hello\n{{> sign-off}}");
+  write("announce.html.mustache",
+        "{{#contact}}<p>{{last_name}} {{partner.name}}</p>{{/contact}}"
+        "{{#contact.region}}in your region{{/contact.region}}");
+  kit_.steps = {email_step("News for {{contact.first_name}}")};
+  EXPECT_EQ(compile()->contact_fields(),
+            (std::set<std::string>{"account_manager", "company", "first_name", "last_name"}));
+}
+
+TEST_F(RenderTest, AKitThatShowsNoContactNameNeedsNoNameColumn) {
+  write("announce.html.mustache", "<p>Hello from {{partner.name}}</p>");
+  write("announce.txt.mustache", "Hello {{contact.email}}");
+  EXPECT_EQ(compile()->contact_fields(), (std::set<std::string>{"email"}));
+}
+
+TEST_F(RenderTest, FindsASubjectThatThePartnersDataWouldBreakIntoTwoLines) {
+  auto ctx = render::make_context(config_, kit_, partner_, kSecret);
+  EXPECT_TRUE(compile()->header_problems(ctx).empty());
+  partner_.branding.postal_address = "200 Main St\r\nBcc: victim@example.com";
+  kit_.steps = {email_step("{{partner.name}}: {{partner.branding.postal_address}}")};
+  ctx = render::make_context(config_, kit_, partner_, kSecret);
+  auto found = compile()->header_problems(ctx);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_THAT(found[0], HasSubstr("step 'announce' subject would carry a line break"));
+  EXPECT_THAT(found[0], HasSubstr("the value of {{partner.branding.postal_address}}"));
+}
+
+TEST_F(RenderTest, FindsASubjectPartialWithALineBreak) {
+  // An editor's final newline is dropped; one inside the text is not.
+  write("headline.mustache", "Your cloud move\n");
+  kit_.steps = {email_step("{{> headline}}")};
+  auto ctx0 = render::make_context(config_, kit_, partner_, kSecret);
+  EXPECT_TRUE(compile()->header_problems(ctx0).empty());
+  write("headline.mustache", "Your cloud move\nstarts now\n");
+  kit_.steps = {email_step("{{> headline}}")};
+  auto ctx = render::make_context(config_, kit_, partner_, kSecret);
+  auto found = compile()->header_problems(ctx);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_THAT(found[0], HasSubstr("its text (partials included) has one"));
+  EXPECT_THROW(render(), InputError) << "what validation finds is what a send would fail on";
+}
+
 TEST_F(RenderTest, AllowsASectionOnAnAbsentKeyAsAConditional) {
   partner_.branding.logo_url.clear();
   write("announce.html.mustache",
@@ -517,7 +562,8 @@ TEST_F(RenderTest, WarnsAboutWhatSpamFiltersHoldAgainstAMessage) {
         "<a href=\"{{links.unsubscribe}}\">Unsubscribe</a></body></html>\n");
   write("announce.html.mustache",
         "<img src=\"https://a.example/logo.png\" alt=\"Acme\"><img src=\"https://b.example/b.png\">"
-        "<p><a href=\"http://acme-it.example/offer\">Offer</a> <a href=\"https://bit.ly/3xYz\">Go</a></p>");
+        "<p><a href=\"http://acme-it.example/offer\">Offer</a> <a "
+        "href=\"https://bit.ly/3xYz\">Go</a></p>");
   write("announce.txt.mustache", " ");
   kit_.steps = {email_step("FREE CLOUD MIGRATION FOR {{partner.name}}!")};
   partner_.name = "ACME";
@@ -536,7 +582,8 @@ TEST_F(RenderTest, WarnsAboutWhatSpamFiltersHoldAgainstAMessage) {
 TEST_F(RenderTest, GivesNoDeliverabilityWarningForAPlainTextRichMessage) {
   write("announce.html.mustache", "<p>" + std::string(60, 'w') + " " +
                                       "Hello {{contact.first_name}}, a long enough message. " +
-                                      std::string(400, 'x') + "</p><img src=\"https://a.example/l.png\" alt=\"\">");
+                                      std::string(400, 'x') +
+                                      "</p><img src=\"https://a.example/l.png\" alt=\"\">");
   EXPECT_EQ(render::deliverability_warnings(render()), std::vector<std::string>{});
 }
 
@@ -553,10 +600,12 @@ std::vector<std::string> hrefs(const std::string& html) {
 }
 
 TEST_F(RenderTest, RewritesTheKitsLinksToClickTokensThatNameTheMessageAndTheLink) {
-  write("announce.html.mustache",
-        "<p><a href=\"https://www.acme-it.example/cloud?utm_source=x&amp;contact={{contact.first_name}}\">"
-        "Plan</a> <A class=\"b\" HREF='http://vendor.example/guide'>Guide</A> "
-        "<a href=\"mailto:sales@acme-it.example\">Mail</a></p>");
+  write(
+      "announce.html.mustache",
+      "<p><a "
+      "href=\"https://www.acme-it.example/cloud?utm_source=x&amp;contact={{contact.first_name}}\">"
+      "Plan</a> <A class=\"b\" HREF='http://vendor.example/guide'>Guide</A> "
+      "<a href=\"mailto:sales@acme-it.example\">Mail</a></p>");
   auto email = render("q4/announce/acme-it/dana.reyes@example.com");
 
   ASSERT_EQ(email.links.size(), 2u);
