@@ -9,6 +9,7 @@ packages=(
   libkainjow-mustache-dev libspdlog-dev libfmt-dev libtoml11-dev nlohmann-json3-dev
   libhowardhinnant-date-dev tzdata libsystemd-dev systemd
   libgtest-dev libgmock-dev
+  clang-14 libclang-rt-14-dev  # the libFuzzer targets (scripts/fuzz.sh): libFuzzer, ASan, UBSan
   postgresql postgresql-contrib
   postfix python3 python3-aiosmtpd procps
   chromium  # the MDF report page is checked in a real headless browser (tests)

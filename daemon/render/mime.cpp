@@ -152,8 +152,10 @@ std::string mailbox(std::string_view display_name, std::string_view address) {
     out.append(address);
     return out;
   }
+  // "=?" would be read back as the start of an encoded-word, as in unstructured().
   bool atom_phrase = display_name.front() != ' ' && display_name.back() != ' ' &&
-                     display_name.find("  ") == std::string_view::npos;
+                     display_name.find("  ") == std::string_view::npos &&
+                     display_name.find("=?") == std::string_view::npos;
   for (unsigned char c : display_name) {
     if (c != ' ' && !is_atext(c)) atom_phrase = false;
   }

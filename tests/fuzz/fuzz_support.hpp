@@ -13,13 +13,29 @@
 
 namespace channeld::fuzz {
 
-inline const std::filesystem::path& scratch() {
-  static const std::filesystem::path dir = [] {
+// Removed when the fuzzer exits normally; a crash leaves it for a look at the files.
+class ScratchFolder {
+ public:
+  ScratchFolder() {
     std::string pattern = (std::filesystem::temp_directory_path() / "channeld-fuzz-XXXXXX");
     if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-    return std::filesystem::path(pattern);
-  }();
-  return dir;
+    path_ = pattern;
+  }
+  ~ScratchFolder() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  ScratchFolder(const ScratchFolder&) = delete;
+  ScratchFolder& operator=(const ScratchFolder&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline const std::filesystem::path& scratch() {
+  static const ScratchFolder folder;
+  return folder.path();
 }
 
 inline void write(const std::filesystem::path& path, std::string_view bytes) {

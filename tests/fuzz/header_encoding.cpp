@@ -1,5 +1,6 @@
 // Header encoding and folding: for any one-line value, the From/To mailbox and the Subject
-// keep every line within 78 characters and every encoded-word within 75.
+// keep every line within 78 characters and every encoded-word within 75, and no text outside
+// an encoded-word looks like the start of one.
 #include <algorithm>
 #include <cstdlib>
 
@@ -20,11 +21,17 @@ void check_lines(const std::string& header) {
     if (end + 2 >= header.size() || header[end + 2] != ' ') std::abort();  // folded, not ended
     start = end + 2;
   }
+  // Outside the encoded-words this code writes, no "=?" may appear: a reader would try to
+  // decode it as the start of one.
+  std::size_t plain = 0;
   for (std::size_t at = header.find("=?UTF-8?B?"); at != std::string::npos;
-       at = header.find("=?UTF-8?B?", at + 1)) {
+       at = header.find("=?UTF-8?B?", plain)) {
+    if (header.substr(plain, at - plain).find("=?") != std::string::npos) std::abort();
     std::size_t close = header.find("?=", at + 10);
     if (close == std::string::npos || close + 2 - at > 75) std::abort();
+    plain = close + 2;
   }
+  if (header.find("=?", plain) != std::string::npos) std::abort();
 }
 
 }  // namespace

@@ -867,6 +867,16 @@ TEST(HeaderEncoding, KeepsAShortPlainNameReadable) {
   EXPECT_EQ(render::mime::mailbox("Acme, Inc.", "a@b.example"), "\"Acme, Inc.\" <a@b.example>");
 }
 
+// Found by the header_encoding fuzz target: a display name made of atext and spaces that
+// contains "=?" went out as a bare phrase, which mail readers would decode as an encoded-word.
+TEST(HeaderEncoding, EncodesADisplayNameThatLooksLikeAnEncodedWord) {
+  const std::string box = render::mime::mailbox("A =?UTF-8?B?s", "a@b.example");
+  EXPECT_EQ(box, "=?UTF-8?B?QSA9P1VURi04P0I/cw==?= <a@b.example>");
+  EXPECT_EQ(render::mime::mailbox("=?UTF-8?B?QWRtaW4=?=", "a@b.example")
+                .rfind("=?UTF-8?B?PT9VVEYtOD9CP1FXUnRhVzQ9Pz0=?=", 0),
+            0u);
+}
+
 TEST(HeaderEncoding, EncodesASubjectWordTooLongToFold) {
   const std::string value = render::mime::unstructured("Subject", std::string(200, 'k'));
   EXPECT_EQ(value.rfind("=?UTF-8?B?", 0), 0u);
