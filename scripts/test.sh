@@ -26,27 +26,29 @@ export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 
 options=(-DCHANNELD_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHANNELD_FAULT_HOOKS=ON)
 targets=()
+# Sanitizer builds compile at -O1 with line tables only, cheaper than -O2 -g (not measured here); the
+# sanitizers still see every access, and their reports keep file:line.
+sanitizer_flags=(-DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG")
 case $mode in
   plain) build=${CHANNELD_BUILD_DIR:-build} ;;
   asan)
     build=${CHANNELD_BUILD_DIR:-build-asan}
-    options+=(-DCHANNELD_SANITIZE=ON -DCHANNELD_BENCH=OFF)
+    options+=(-DCHANNELD_SANITIZE=ON -DCHANNELD_BENCH=OFF "${sanitizer_flags[@]}")
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     ;;
   tsan)
     build=${CHANNELD_BUILD_DIR:-build-tsan}
-    options+=(-DCHANNELD_TSAN=ON -DCHANNELD_BENCH=OFF)
+    options+=(-DCHANNELD_TSAN=ON -DCHANNELD_BENCH=OFF "${sanitizer_flags[@]}")
     export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp"
     if [ "${1:-}" = --concurrency ]; then
       shift
       # Test suites that exercise threads, connections and the watchdog; add a suite here
       # (and its binary below) when it does too.
       concurrency='^(ApiTest|HttpServer|HttpServerUnderLoad|Watchdog|Readiness)\.'
-      # Bounds in wall-clock time measure the sanitizer, not the server, under TSan (every one
-      # of 500 connection threads starts several times slower): those run in the plain suite.
-      timed='HealthAndMetricsAnswerWithinASecondBeside500IdleConnections'
-      set -- -R "$concurrency" -E "$timed" "$@"
+      # Tests whose bound in wall-clock time would measure TSan, not the server, skip themselves
+      # under it (the 500-connection one-second bound in api_test.cpp).
+      set -- -R "$concurrency" "$@"
       targets=(--target channeld api_integration_test ops_integration_test)
     fi
     ;;
@@ -57,7 +59,7 @@ cmake --build "$build" -j2 "${targets[@]}"
 pgdir=$(mktemp -d /tmp/channeld-test-pg.XXXXXX)
 cleanup() { scripts/pg-cluster.sh stop "$pgdir"; rm -rf "$pgdir"; }
 trap cleanup EXIT
-port=$(scripts/free-port.sh 55433)
+port=$(scripts/free-port.sh "${CHANNELD_TEST_PORT_BASE:-55433}")
 CHANNELD_TEST_PG=$(scripts/pg-cluster.sh start "$pgdir" "$port")
 export CHANNELD_TEST_PG
 # A missing server is a failure here, never a silent skip.

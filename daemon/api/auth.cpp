@@ -72,8 +72,10 @@ std::variant<Principal, Response> authenticate(const Request& request, const Tok
   std::optional<StoredToken> stored;
   try {
     stored = lookup ? lookup(token_hash(token)) : std::nullopt;
-  } catch (const std::exception& e) {
-    return json_error(503, std::string("cannot check the API token: ") + e.what());
+  } catch (...) {
+    Response unavailable = failure_response(std::current_exception(), "cannot check the API token");
+    unavailable.status = 503;
+    return unavailable;
   }
   if (!stored) return unauthorized("unknown or revoked API token");
   auto principal = parse_role(stored->role);

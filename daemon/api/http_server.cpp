@@ -56,6 +56,20 @@ Response json_error(int status, std::string_view message) {
   return Response{status, std::string(kJson), nlohmann::json{{"error", message}}.dump(), {}};
 }
 
+Response failure_response(const std::exception_ptr& error, std::string_view context) {
+  const std::string message =
+      (context.empty() ? "" : std::string(context) + ": ") + describe(error);
+  try {
+    std::rethrow_exception(error);
+  } catch (const store::StoreBusy&) {
+    Response busy = json_error(503, message);
+    busy.headers.emplace("Retry-After", "1");
+    return busy;
+  } catch (...) {
+  }
+  return json_error(500, message);
+}
+
 Routes::Routes(Readiness ready, metrics::Registry& metrics, DeliveryCounts delivery_counts)
     : ready_(std::move(ready)), metrics_(metrics), delivery_counts_(std::move(delivery_counts)) {}
 
@@ -78,7 +92,7 @@ Response Routes::dispatch(const Route& route, const Request& request) const {
   try {
     return route.handler(request, principal ? &*principal : nullptr);
   } catch (...) {
-    return json_error(500, describe(std::current_exception()));
+    return failure_response(std::current_exception());
   }
 }
 
@@ -136,7 +150,7 @@ Response Routes::handle(const Request& request) const {
   try {
     return route->second(*this);
   } catch (...) {
-    return json_error(500, describe(std::current_exception()));
+    return failure_response(std::current_exception());
   }
 }
 
@@ -155,7 +169,10 @@ Response Routes::deliveries() const {
   try {
     counts = delivery_counts_();
   } catch (...) {
-    return json_error(503, "delivery counts unavailable: " + describe(std::current_exception()));
+    Response unavailable =
+        failure_response(std::current_exception(), "delivery counts unavailable");
+    unavailable.status = 503;
+    return unavailable;
   }
   std::sort(counts.begin(), counts.end(), [](const auto& a, const auto& b) {
     return std::tie(a.kit_id, a.partner_id, a.state) < std::tie(b.kit_id, b.partner_id, b.state);
@@ -643,7 +660,7 @@ HttpServer::HttpServer(const std::string& listen, Routes routes, HttpLimits limi
       }));
   server_->set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
-        to_httplib(json_error(500, describe(error)), res);
+        to_httplib(failure_response(error), res);
       });
 
   errno = 0;

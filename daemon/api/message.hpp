@@ -2,6 +2,7 @@
 // socket or HTTP library.
 #pragma once
 
+#include <exception>
 #include <map>
 #include <string>
 #include <string_view>
@@ -28,5 +29,11 @@ struct Response {
 
 // {"error": message} with the given status: every error this API returns has this shape.
 Response json_error(int status, std::string_view message);
+
+// What a request's failure (an exception a handler or a lookup threw) is answered with: 503
+// and Retry-After when the database had no session free for it within database.api_session_wait
+// (a burst: the same request shortly after may well work), 500 for anything else. `context`
+// prefixes the message when not empty.
+Response failure_response(const std::exception_ptr& error, std::string_view context = {});
 
 }  // namespace channeld::api

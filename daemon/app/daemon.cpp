@@ -161,6 +161,8 @@ class Daemon {
   Daemon(const DaemonOptions& options, Config config)
       : options_(options),
         store_(config.database_url, 4),
+        api_store_(config.database_url, static_cast<std::size_t>(config.database.api_sessions),
+                   config.database.api_session_wait),
         catalog_strand_(asio::make_strand(pool_)),
         signals_(io_, SIGTERM, SIGINT, SIGHUP),
         scan_timer_(io_),
@@ -270,7 +272,7 @@ class Daemon {
       if (!reason.empty()) throw std::runtime_error(reason);
       return true;
     };
-    api::Routes routes(ready, metrics_, [this] { return store_.delivery_counts(); });
+    api::Routes routes(ready, metrics_, [this] { return api_store_.delivery_counts(); });
     routes.set_token_lookup([this](const std::string& hash) -> std::optional<api::StoredToken> {
       auto found = engagement_.token_by_hash(hash);
       if (!found) return std::nullopt;
@@ -296,11 +298,11 @@ class Daemon {
     deps.clock = system_now;
     routes.add(api::engagement_routes(std::move(deps)));
     api::MdfDeps mdf_deps;
-    mdf_deps.store = &store_;
+    mdf_deps.store = &api_store_;
     // The report from the current snapshot's config and partner files, as the CLI reads them.
     mdf_deps.report = [this](const mdf::Period& period) {
       const auto snapshot = snapshots_.get();
-      return build_report(store_, snapshot->config, snapshot->partners, period);
+      return build_report(api_store_, snapshot->config, snapshot->partners, period);
     };
     mdf_deps.clock = system_now;
     routes.add(api::mdf_routes(std::move(mdf_deps)));
@@ -410,9 +412,8 @@ class Daemon {
   // tick pings only if both probes ran. An idle thread runs its probe at once; a wedged one
   // stops the pings within two ticks, and systemd restarts us after four.
   void watchdog_tick() {
-    const bool delivery_alive = delivery_probe_ran_.load();
-    const bool pool_alive = pool_probe_ran_.load();
-    if (delivery_alive && pool_alive) {
+    const std::string stall = watchdog_stall();
+    if (stall.empty()) {
       if (watchdog_stalled_) spdlog::info("watchdog: every thread is making progress again");
       watchdog_stalled_ = false;
       sd_notify(0, "WATCHDOG=1");
@@ -422,10 +423,7 @@ class Daemon {
       asio::post(pool_, [this] { pool_probe_ran_ = true; });
     } else if (!watchdog_stalled_) {
       watchdog_stalled_ = true;
-      spdlog::error(
-          "watchdog: not pinging systemd: the {} has made no progress for {} ms",
-          !delivery_alive ? "delivery thread" : "database pool",
-          std::chrono::duration_cast<std::chrono::milliseconds>(watchdog_period_).count());
+      spdlog::error("watchdog: not pinging systemd: {}", stall);
     }
     watchdog_timer_.expires_after(watchdog_period_);
     watchdog_timer_.async_wait([this](boost::system::error_code ec) {
@@ -433,6 +431,26 @@ class Daemon {
       if (ec) spdlog::error("watchdog timer failed: {}", ec.message());
       watchdog_tick();
     });
+  }
+
+  // Why a tick must not ping, or "" when every thread that must make progress did. The pool
+  // probe runs on whichever pool thread is free, so one pool thread stuck inside a database
+  // call while the other serves the probe shows only in the store: a call that has held its
+  // session for two ticks counts as wedged, in either store (delivery's or the API's).
+  std::string watchdog_stall() const {
+    const auto ms = [](auto d) {
+      return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+    };
+    if (!delivery_probe_ran_.load())
+      return "the delivery thread has made no progress for " + ms(watchdog_period_) + " ms";
+    if (!pool_probe_ran_.load())
+      return "the database pool has made no progress for " + ms(watchdog_period_) + " ms";
+    const auto bound = 2 * watchdog_period_;
+    if (const auto held = store_.longest_call(); held > bound)
+      return "a database call of delivery or planning has been running for " + ms(held) + " ms";
+    if (const auto held = api_store_.longest_call(); held > bound)
+      return "a database call of the HTTP API has been running for " + ms(held) + " ms";
+    return "";
   }
 
   // /readyz and the outbox gauge read this; a check on the pool refreshes it every few seconds,
@@ -765,8 +783,12 @@ class Daemon {
   asio::executor_work_guard<asio::io_context::executor_type> delivery_guard_{
       delivery_io_.get_executor()};
   std::thread delivery_thread_;
+  // Delivery, planning and the readiness check use store_; HTTP requests use api_store_, whose
+  // sessions are separate and whose wait for one is bounded (database.api_sessions and
+  // api_session_wait), so a burst of API calls cannot hold up delivery's database access.
   store::Store store_;
-  store::Engagement engagement_{store_};
+  store::Store api_store_;
+  store::Engagement engagement_{api_store_};
   static constexpr int kPoolThreads = 2;
   asio::thread_pool pool_{kPoolThreads};
   asio::strand<asio::thread_pool::executor_type> catalog_strand_;

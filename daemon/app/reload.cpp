@@ -17,6 +17,9 @@ Same same(Field field) {
 const std::vector<std::pair<std::string, Same>>& keys() {
   static const std::vector<std::pair<std::string, Same>> all{
       {"database.url", same([](const Config& c) { return c.database_url; })},
+      {"database.api_sessions", same([](const Config& c) { return c.database.api_sessions; })},
+      {"database.api_session_wait",
+       same([](const Config& c) { return c.database.api_session_wait; })},
       {"http.listen", same([](const Config& c) { return c.http.listen; })},
       {"paths.campaigns", same([](const Config& c) { return c.paths.campaigns; })},
       {"paths.partners", same([](const Config& c) { return c.paths.partners; })},

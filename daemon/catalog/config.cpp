@@ -134,6 +134,8 @@ void read_database(TomlTable& root, Config& config) {
   // only judge of them.
   config.database_url = t.required_string("url");
   if (detail::trim(config.database_url).empty()) throw t.error("url", "must not be empty");
+  read_count(t, "api_sessions", config.database.api_sessions, 1);
+  read_positive_duration(t, "api_session_wait", config.database.api_session_wait);
   t.refuse_unknown_keys();
 }
 

@@ -178,6 +178,13 @@ struct Config {
   std::string source_file;
 
   std::string database_url;
+  // HTTP API requests borrow database sessions from a pool of their own, so a burst of them
+  // never takes the sessions delivery and planning use; a request that finds none free within
+  // the wait is answered 503 with Retry-After.
+  struct Database {
+    int api_sessions = 4;
+    std::chrono::seconds api_session_wait{2};
+  } database;
 
   struct Paths {
     std::string campaigns, templates, partners, claims, outbox;

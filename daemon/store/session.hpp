@@ -8,6 +8,7 @@
 #include <soci/soci.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -86,20 +87,36 @@ ConnectString connect_string(const std::string& url);
 std::string redact(std::string message, const std::string& secret);
 
 struct Store::Impl {
+  using Clock = std::chrono::steady_clock;
+
   std::string password;  // only to scrub it from messages; the URL itself is never echoed
   soci::connection_pool pool;
   // Per pool slot: the last call on it failed, so check the connection before the next one.
   // A slot is touched only by the thread leasing it; the pool's lock orders the hand-overs.
   std::vector<char> suspect;
+  // Per pool slot: when the call holding it took it (steady clock, nanoseconds since its
+  // epoch), 0 while free. Written by the leasing thread, read by the watchdog (longest_call).
+  std::vector<std::atomic<std::int64_t>> leased_at;
+  // How long a call waits for a free session; zero: as long as it takes.
+  std::chrono::milliseconds session_wait;
 
-  Impl(std::string password_, std::size_t size)
-      : password(std::move(password_)), pool(size), suspect(size, 0) {}
+  Impl(std::string password_, std::size_t size, std::chrono::milliseconds session_wait_)
+      : password(std::move(password_)),
+        pool(size),
+        suspect(size, 0),
+        leased_at(size),
+        session_wait(session_wait_) {}
 
   // A session borrowed from the pool for one call, returned on destruction.
   class Lease {
    public:
-    explicit Lease(Impl& impl) : impl_(impl), slot_(impl.pool.lease()) {}
-    ~Lease() { impl_.pool.give_back(slot_); }
+    Lease(Impl& impl, std::string_view what) : impl_(impl), slot_(take(impl, what)) {
+      impl_.leased_at[slot_].store(Clock::now().time_since_epoch().count());
+    }
+    ~Lease() {
+      impl_.leased_at[slot_].store(0);
+      impl_.pool.give_back(slot_);
+    }
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
 
@@ -112,6 +129,16 @@ struct Store::Impl {
     void mark_suspect() { impl_.suspect[slot_] = 1; }
 
    private:
+    static std::size_t take(Impl& impl, std::string_view what) {
+      if (impl.session_wait.count() <= 0) return impl.pool.lease();
+      std::size_t slot = 0;
+      if (!impl.pool.try_lease(slot, static_cast<int>(impl.session_wait.count())))
+        throw StoreBusy(std::string(what) + ": all " + std::to_string(impl.suspect.size()) +
+                        " database sessions stayed busy for " +
+                        std::to_string(impl.session_wait.count()) + " ms");
+      return slot;
+    }
+
     Impl& impl_;
     std::size_t slot_;
   };
@@ -121,7 +148,7 @@ struct Store::Impl {
   // when it is next leased.
   template <typename Work>
   auto run(std::string_view what, Work&& work) {
-    Lease lease(*this);
+    Lease lease(*this, what);
     try {
       lease.ensure_connected();
       return work(lease.session());

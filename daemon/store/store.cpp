@@ -334,9 +334,11 @@ std::string idempotency_key(const std::string& kit_id, const std::string& step_i
   return kit_id + "/" + step_id + "/" + partner_id + "/" + lower_ascii(email);
 }
 
-Store::Store(const std::string& url, std::size_t pool_size) {
+Store::Store(const std::string& url, std::size_t pool_size,
+             std::chrono::milliseconds session_wait) {
   const ConnectString connect = connect_string(url);
-  impl_ = std::make_unique<Impl>(connect.password, std::max<std::size_t>(pool_size, 1));
+  impl_ =
+      std::make_unique<Impl>(connect.password, std::max<std::size_t>(pool_size, 1), session_wait);
   for (std::size_t slot = 0; slot < impl_->suspect.size(); ++slot) {
     try {
       impl_->pool.at(slot).open("postgresql", connect.soci);
@@ -348,6 +350,17 @@ Store::Store(const std::string& url, std::size_t pool_size) {
 }
 
 Store::~Store() = default;
+
+std::chrono::steady_clock::duration Store::longest_call() const {
+  std::int64_t oldest = 0;
+  for (const auto& leased : impl_->leased_at) {
+    const std::int64_t at = leased.load();
+    if (at != 0 && (oldest == 0 || at < oldest)) oldest = at;
+  }
+  if (oldest == 0) return {};
+  const auto held = Impl::Clock::now().time_since_epoch() - Impl::Clock::duration{oldest};
+  return std::max(held, Impl::Clock::duration::zero());
+}
 
 // ---- schema ---------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@
 // its password.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -33,6 +34,13 @@ namespace channeld::store {
 class StoreError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// Every session was busy for the whole wait a Store was built with: nothing was sent to the
+// database. A burst, not an outage: the same call shortly after may well work.
+class StoreBusy : public StoreError {
+ public:
+  using StoreError::StoreError;
 };
 
 // A message the scheduler wants sent. The idempotency key is derived from
@@ -119,8 +127,10 @@ class Store {
  public:
   // Connects `pool_size` sessions (at least one) to `url`, a libpq conninfo or URI. Throws
   // StoreError if the database is unreachable. Calls beyond pool_size at once wait for a
-  // session.
-  Store(const std::string& url, std::size_t pool_size);
+  // session: as long as it takes, or, with a `session_wait`, that long before they throw
+  // StoreBusy.
+  Store(const std::string& url, std::size_t pool_size,
+        std::chrono::milliseconds session_wait = std::chrono::milliseconds{0});
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -133,6 +143,10 @@ class Store {
   static int latest_schema_version();
   // True if a round trip to the server works. Never throws.
   bool ping();
+  // How long the oldest call now in progress has held its session; zero when none is. A call
+  // stuck in the database (a lock it waits for, a server that stopped answering) shows here
+  // while every other session keeps working: the watchdog reads it. Any thread may call it.
+  std::chrono::steady_clock::duration longest_call() const;
 
   // The key that signs link tokens when the config names no http.link_secret_file: made once,
   // at random, by whichever daemon asks first, and shared by every daemon on this database so a

@@ -300,6 +300,12 @@ std::chrono::milliseconds timed_get(int port, const std::string& path, int statu
 
 TEST(HttpServerUnderLoad,
      HealthAndMetricsAnswerWithinASecondBeside500IdleConnectionsAndASlowloris) {
+#if defined(__SANITIZE_THREAD__)
+  // A bound in wall-clock time measures ThreadSanitizer here, not the server: each of the 500
+  // connection threads starts several times slower under it. The plain suite holds the bound;
+  // the TSan run keeps the tests of the same code path without one (the cap, the slowloris).
+  GTEST_SKIP() << "a one-second bound is not meaningful under ThreadSanitizer";
+#endif
   HttpServer server("127.0.0.1:0", idle_routes());  // the limits the daemon runs with
   server.start();
   std::vector<std::unique_ptr<RawConnection>> idle;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <future>
 #include <map>
 #include <regex>
 #include <set>
@@ -731,6 +732,90 @@ TEST(Daemon, ServesHealthReadinessMetricsAndDeliveryCounts) {
   })) << "a kit whose every message is settled is done: " << kits;
   daemon.signal(SIGTERM);
   EXPECT_EQ(daemon.wait(), 0);
+}
+
+// HTTP requests have database sessions of their own (database.api_sessions), and wait for one
+// only database.api_session_wait: with every API session stuck in the database, a burst of API
+// calls is answered 503 with Retry-After at once while delivery, on its own sessions, finishes
+// the whole campaign.
+TEST(Daemon, ABurstOfApiCallsIsRefusedWithRetryAfterWhileDeliveryKeepsRecordingVerdicts) {
+  auto db = fresh_database("daemon_api_burst");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  auto config = read_file(site.config());
+  config.replace(config.find("[paths]"), 7, "api_sessions = 2\napi_session_wait = \"1s\"\n[paths]");
+  write_file(site.config(), config);
+  add_audience(site, 2, 500);
+  site.add_kit("k", "");
+  site.migrate();
+  auto [created, token] =
+      run_program(site.channeld({"token", "create", "--role", "admin", "--name", "ops"}));
+  ASSERT_EQ(created, 0) << token;
+  token = first_token(token);
+
+  Process daemon(site.channeld({}), site.dir() / "daemon.log");
+  ASSERT_TRUE(eventually([&] { return http_port_from_log(daemon.output()) > 0; }))
+      << daemon.output();
+  const int port = http_port_from_log(daemon.output());
+  // Every token check waits on this lock, holding an API session while it does; delivery never
+  // reads api_token.
+  soci::session blocker("postgresql", db);
+  soci::transaction hold(blocker);
+  blocker << "LOCK TABLE api_token IN ACCESS EXCLUSIVE MODE";
+
+  struct Answer {
+    int status = 0;
+    std::string retry_after;
+  };
+  constexpr int kBurst = 12;
+  std::vector<std::future<Answer>> burst;
+  for (int i = 0; i < kBurst; ++i) {
+    burst.push_back(std::async(std::launch::async, [port, &token] {
+      httplib::Client http("127.0.0.1", port);
+      http.set_read_timeout(std::chrono::seconds(120));
+      auto result = http.Get("/v1/deliveries", {{"Authorization", "Bearer " + token}});
+      Answer answer;
+      if (result) {
+        answer.status = result->status;
+        answer.retry_after = result->get_header_value("Retry-After");
+      }
+      return answer;
+    }));
+  }
+  // The two requests holding the API sessions wait on the lock; all the others give up after
+  // the wait.
+  const auto answered = [&] {
+    return std::count_if(burst.begin(), burst.end(), [](const std::future<Answer>& answer) {
+      return answer.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    });
+  };
+  EXPECT_TRUE(eventually([&] { return answered() == kBurst - 2; }, std::chrono::seconds(60)))
+      << answered() << " of " << kBurst << " answered\n"
+      << daemon.output();
+  for (auto& answer : burst) {
+    if (answer.wait_for(std::chrono::seconds(0)) != std::future_status::ready) continue;
+    const Answer got = answer.get();
+    EXPECT_EQ(got.status, 503);
+    EXPECT_EQ(got.retry_after, "1");
+  }
+  EXPECT_TRUE(eventually([&] { return site.count("state = 'sent'") == 1000; }))
+      << "delivery stalled while the API sessions were stuck: " << site.count("state = 'sent'")
+      << " sent\n"
+      << daemon.output();
+
+  hold.rollback();
+  httplib::Client http("127.0.0.1", port);
+  auto after = http.Get("/v1/deliveries", {{"Authorization", "Bearer " + token}});
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 200) << after->body;
+  for (auto& answer : burst) {
+    if (answer.valid()) {
+      EXPECT_EQ(answer.get().status, 200) << "a request that got a session";
+    }
+  }
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0) << daemon.output();
 }
 
 TEST(Daemon, OptInKitsGoOnlyToPartnersThatOptedIn) {

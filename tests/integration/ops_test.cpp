@@ -216,6 +216,38 @@ TEST(Watchdog, PingsStopWhileTheMainLoopIsWedgedAndResumeAfter) {
   expect_pings_stop_while_wedged("main", "ops_wedge_main");
 }
 
+// The pool probe runs on whichever pool thread is free, so one of the two stuck in the database
+// (here: the readiness check, waiting on a lock) while the other stays idle is seen only through
+// the store's record of how long its calls have held their sessions.
+TEST(Watchdog, PingsStopWhileOnePoolThreadIsStuckInTheDatabaseAndResumeAfter) {
+  auto db = fresh_database("ops_wedge_one_pool_thread");
+  if (db.empty()) return;
+  Site site(db);
+  NotifySocket notify(400ms);
+  Process daemon(site.channeld(), site.dir() / "daemon.log");
+  ASSERT_TRUE(notify.wait_for("READY=1", 60s)) << daemon.output();
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(notify.wait_for("WATCHDOG=1", 5s)) << "ping " << i << "\n" << daemon.output();
+
+  soci::session blocker("postgresql", db);
+  soci::transaction hold(blocker);
+  blocker << "LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE";
+  // Pings come every 100 ms while all is well; the next readiness check (within 2 s) blocks.
+  bool stopped = false;
+  const auto locked_at = Clock::now();
+  while (!stopped && Clock::now() - locked_at < 20s) stopped = !notify.next(1500ms).has_value();
+  EXPECT_TRUE(stopped) << "the pings went on while a pool thread was stuck in the database\n"
+                       << daemon.output();
+  EXPECT_THAT(daemon.output(),
+              HasSubstr("not pinging systemd: a database call of delivery or planning"));
+
+  hold.rollback();
+  EXPECT_TRUE(notify.wait_for("WATCHDOG=1", 10s)) << daemon.output();
+  daemon.signal(SIGTERM);
+  EXPECT_TRUE(notify.wait_for("STOPPING=1", 30s)) << daemon.output();
+  EXPECT_EQ(daemon.wait(60s), 0) << daemon.output();
+}
+
 // ---- readiness -----------------------------------------------------------------------------
 
 struct Answer {
