@@ -182,7 +182,9 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
   std::map<std::pair<const Kit*, const Partner*>, render::Context> contexts;
   store::WebhookEndpoints endpoints(store_);
   std::map<const Partner*, bool> endpoint_disabled;  // looked up once per batch
-  const auto opted_out = opted_out_pairs();
+  // Read only when there is something to decide: an idle daemon claims every second.
+  const auto opted_out =
+      rows.empty() ? std::set<std::pair<std::string, std::string>>{} : opted_out_pairs();
   for (auto& row : rows) {
     if (row.reclaimed) ++out.reclaimed;
     // The opt-out settled what was queued; this catches rows a planner queued at that moment.
