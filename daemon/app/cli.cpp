@@ -15,11 +15,13 @@
 #include "app/claims.hpp"
 #include "api/auth.hpp"
 #include "app/daemon.hpp"
+#include "app/proofs.hpp"
 #include "app/snapshot.hpp"
 #include "catalog/catalog.hpp"
 #include "render/render.hpp"
 #include "schedule/schedule.hpp"
 #include "store/engagement.hpp"
+#include "store/proofs.hpp"
 #include "store/store.hpp"
 #include "store/webhooks.hpp"
 
@@ -103,6 +105,7 @@ SysTime now() {
 }
 
 std::vector<std::string> kit_warnings(const Snapshot& snapshot);
+std::string utc_text(SysTime t);
 
 // Two questions, two exit rules. Plain check-config asks "is everything I wrote right?" and
 // exits 2 on any problem. --startup (systemd's ExecStartPre) asks "can the daemon run?": only
@@ -120,6 +123,8 @@ int check_config(const Args& args) {
     std::fprintf(stderr, "%s%s\n", startup ? "warning: " : "", p.c_str());
   // Advice, not errors: the exit code stays 0 for a kit that would look like spam.
   for (const auto& w : kit_warnings(*snapshot)) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  for (const auto& w : proof_warnings(*snapshot, now()))
+    std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::size_t live = 0;
   for (const auto& [id, entry] : snapshot->kits)
     if (entry.state != KitState::refused) ++live;
@@ -166,12 +171,19 @@ int kits(const Args& args) {
       std::printf("%-28s %-8d %-9s %s\n", r.kit_id.c_str(), r.version, r.state.c_str(),
                   r.error.c_str());
   }
+  std::map<std::string, std::string> opted_out;  // kit -> "partner (via), ..."
+  for (const auto& o : store::Proofs(store).opt_outs())
+    opted_out[o.kit_id] += (opted_out[o.kit_id].empty() ? "" : ", ") + o.partner_id + " (" +
+                           o.via + ", " + utc_text(o.at) + ")";
+  for (const auto& [kit, partners] : opted_out)
+    std::printf("kit %s: opted out: %s\n", kit.c_str(), partners.c_str());
   // Deliverability advice comes from the kit folders as they are now; folders that cannot be
   // read are check-config's to report, not this listing's.
   try {
     std::vector<std::string> problems;
     auto snapshot = load_snapshot(config, nullptr, now(), kPreviewSecret, problems);
     for (const auto& w : kit_warnings(*snapshot)) std::printf("warning: %s\n", w.c_str());
+    for (const auto& w : proof_warnings(*snapshot, now())) std::printf("warning: %s\n", w.c_str());
   } catch (const std::exception&) {
   }
   return kOk;

@@ -26,10 +26,12 @@
 #include "api/engagement_routes.hpp"
 #include "api/http_server.hpp"
 #include "api/mdf_routes.hpp"
+#include "api/proof_routes.hpp"
 #include "app/dispatcher.hpp"
 #include "app/claims.hpp"
 #include "app/journal.hpp"
 #include "app/planner.hpp"
+#include "app/proofs.hpp"
 #include "app/reload.hpp"
 #include "app/snapshot.hpp"
 #include "app/tracking.hpp"
@@ -41,6 +43,7 @@
 #include "metrics/metrics.hpp"
 #include "store/last_good.hpp"
 #include "store/engagement.hpp"
+#include "store/proofs.hpp"
 #include "store/store.hpp"
 
 namespace channeld::app {
@@ -170,6 +173,7 @@ class Daemon {
         watchdog_timer_(io_),
         readiness_timer_(io_),
         planner_(store_),
+        proof_planner_(store_),
         owner_(options.owner.empty() ? default_owner() : options.owner) {
     auto applied = store_.migrate();
     if (!applied.empty()) spdlog::info("database: applied {} migrations", applied.size());
@@ -306,12 +310,20 @@ class Daemon {
     };
     mdf_deps.clock = system_now;
     routes.add(api::mdf_routes(std::move(mdf_deps)));
+    routes.add(api::proof_routes(proof_deps()));
     metrics_.describe("messages_total", "Delivery outcomes recorded by this process, by state");
     metrics_.describe("messages_reclaimed_total",
                       "Messages re-sent after another process's lease expired mid-send "
                       "(possible duplicates)");
     // Every series exists from the start at 0, so a rate() over a fresh daemon is 0, not absent.
     metrics_.add("messages_reclaimed_total", "", 0);
+    metrics_.describe("proof_opt_outs_total", "Partners that opted out of a kit, by how");
+    metrics_.describe("messages_cancelled_total",
+                      "Queued messages settled as expired because their partner opted out of the "
+                      "kit");
+    for (const char* via : {"link", "api"})
+      metrics_.add("proof_opt_outs_total", metrics::label_set({{"via", via}}), 0);
+    metrics_.add("messages_cancelled_total", "", 0);
     for (const char* state :
          {"sent", "retry", "failed", "bounced", "suppressed", "expired", "deferred"})
       metrics_.add("messages_total", metrics::label_set({{"state", state}}), 0);
@@ -342,6 +354,39 @@ class Daemon {
     http_ = std::make_unique<api::HttpServer>(config.http.listen, std::move(routes));
     http_->start();
     spdlog::info("http: listening on port {} ({})", http_->port(), config.http.listen);
+  }
+
+  // HTTP threads: /p/ and /v1/proofs/opt-out reach the store directly (as /u/ does).
+  api::ProofDeps proof_deps() {
+    api::ProofDeps deps;
+    deps.link_secret = [this] { return snapshots_.get()->link_secret; };
+    deps.names = [this](const std::string& kit_id, const std::string& partner_id)
+        -> std::optional<api::ProofDeps::Names> {
+      const auto snapshot = snapshots_.get();
+      const Partner* partner = snapshot->partner(partner_id);
+      const auto kit = snapshot->kits.find(kit_id);
+      if (partner == nullptr || kit == snapshot->kits.end() || !kit->second.live)
+        return std::nullopt;
+      return api::ProofDeps::Names{
+          kit->second.live->kit.name,
+          partner->branding.sender_name.empty() ? partner->name : partner->branding.sender_name};
+    };
+    deps.opt_out = [this](const std::string& kit_id, const std::string& partner_id,
+                          const std::string& via) {
+      auto result = store::Proofs(store_).opt_out(kit_id, partner_id, via, system_now());
+      if (result.recorded) {
+        spdlog::info("partner {} opted out of kit {} ({}): {} queued messages cancelled",
+                     partner_id, kit_id, via, result.cancelled);
+        metrics_.add("proof_opt_outs_total",
+                     metrics::label_set({{"via", via == "link" ? "link" : "api"}}));
+      } else if (result.cancelled > 0) {
+        spdlog::info("partner {} had opted out of kit {}: {} more queued messages cancelled",
+                     partner_id, kit_id, result.cancelled);
+      }
+      metrics_.add("messages_cancelled_total", "", result.cancelled);
+      return result;
+    };
+    return deps;
   }
 
   void wait_for_signal() {
@@ -693,7 +738,10 @@ class Daemon {
     auto next_scan = snapshot->config.delivery.scan_interval;
     try {
       auto result = planner_.run(*snapshot, system_now());
-      if (result.enqueued > 0) dispatcher_->poke();
+      const auto proofs = proof_planner_.run(*snapshot, system_now());
+      if (result.enqueued > 0 || proofs.enqueued > 0) dispatcher_->poke();
+      if (proofs.next_due && (!result.next_due || *proofs.next_due < *result.next_due))
+        result.next_due = proofs.next_due;
       mark_done_kits(*snapshot, result);
       settle_claims(*snapshot);
       if (result.next_due) {
@@ -810,6 +858,7 @@ class Daemon {
   SnapshotHolder snapshots_;
   metrics::Registry metrics_;
   Planner planner_;
+  ProofPlanner proof_planner_;  // catalog strand
   std::string owner_;
   std::string link_secret_;  // from the database; used when the config names no secret file
   std::unique_ptr<Journal> journal_;

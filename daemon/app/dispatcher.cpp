@@ -7,10 +7,12 @@
 #include <nlohmann/json.hpp>
 
 #include "app/decisions.hpp"
+#include "app/proofs.hpp"
 #include "app/webhook_decisions.hpp"
 #include "deliver/webhook_signing.hpp"
 #include "render/render.hpp"
 #include "schedule/schedule.hpp"
+#include "store/proofs.hpp"
 #include "store/webhooks.hpp"
 
 namespace channeld::app {
@@ -183,6 +185,18 @@ void Dispatcher::claim() {
   });
 }
 
+// Runs on the database pool. A store error costs nothing worse than a message of an opted-out
+// pair that slipped past the opt-out's own cancellation going out: failing the batch would
+// strand its leased rows until the lease ran out.
+std::set<std::pair<std::string, std::string>> Dispatcher::opted_out_pairs() const {
+  try {
+    return store::Proofs(store_).opted_out_pairs();
+  } catch (const store::StoreError& e) {
+    spdlog::warn("cannot read proof opt-outs ({}); deciding this batch without them", e.what());
+    return {};
+  }
+}
+
 // Runs on the database pool: decides what each leased row needs and renders the ones to send.
 Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows,
                                          SysTime now) const {
@@ -194,9 +208,18 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
   std::map<std::pair<const Kit*, const Partner*>, render::Context> contexts;
   store::WebhookEndpoints endpoints(store_);
   std::map<const Partner*, bool> endpoint_disabled;  // looked up once per batch
+  // Read only when there is something to decide: an idle daemon claims every second.
+  const auto opted_out =
+      rows.empty() ? std::set<std::pair<std::string, std::string>>{} : opted_out_pairs();
   for (auto& row : rows) {
     if (row.reclaimed) ++out.reclaimed;
-    Decision decision = decide(row, *snapshot, now, policy_);
+    // The opt-out settled what was queued; this catches rows a planner queued at that moment.
+    if (opted_out.count({row.kit_id, row.partner_id}) != 0) {
+      out.settled.push_back(make_outcome(row.id, OutcomeKind::expired, store::kOptedOutDetail));
+      continue;
+    }
+    Decision decision = row.channel == Channel::proof ? decide_proof(row, *snapshot, now, policy_)
+                                                      : decide(row, *snapshot, now, policy_);
     if (decision.settle) {
       if (decision.settle->kind == OutcomeKind::expired ||
           decision.settle->kind == OutcomeKind::failed)
@@ -257,14 +280,18 @@ Dispatcher::Prepared Dispatcher::prepare(std::vector<store::ClaimedMessage> rows
         continue;
       }
       auto message =
-          render::render_email(*kit->templates, *step, ctx, store::contact_from_json(row.contact_json),
-                               row.idempotency_key, now);
+          row.channel == Channel::proof
+              ? render_proof_row(*decision.send, ctx, row, now, snapshot->config.proofs.lead_time)
+              : render::render_email(*kit->templates, *step, ctx,
+                                     store::contact_from_json(row.contact_json),
+                                     row.idempotency_key, now);
       Ready ready;
       ready.email.id = row.id;
       ready.email.envelope_from = std::move(message.envelope_from);
       ready.email.recipient = std::move(message.recipient);
       ready.email.partner_id = row.partner_id;
-      ready.email.file_stem = row.kit_id + "-" + row.step_id + "-" + row.email;
+      ready.email.file_stem = (row.channel == Channel::proof ? "proof-" : "") + row.kit_id + "-" +
+                              row.step_id + "-" + row.email;
       ready.email.mime = std::move(message.mime);
       if (connector_.wants_html()) ready.email.html = std::move(message.html);
       ready.domain = row.email.substr(row.email.find('@') + 1);

@@ -21,7 +21,9 @@
 #include <deque>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "app/decisions.hpp"
@@ -82,6 +84,8 @@ class Dispatcher {
 
   void claim();
   Prepared prepare(std::vector<store::ClaimedMessage> rows, SysTime now) const;
+  // (kit, partner) pairs that opted out of a kit (store/proofs.hpp), read once per batch.
+  std::set<std::pair<std::string, std::string>> opted_out_pairs() const;
   void on_claimed(Prepared prepared);
   void pump();
   void on_sent(const Ready& ready, const deliver::SendResult& result);

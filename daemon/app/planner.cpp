@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "schedule/schedule.hpp"
+#include "store/proofs.hpp"
 
 namespace channeld::app {
 
@@ -27,6 +28,8 @@ std::string Planner::audience_digest(const std::string& path) {
 
 Planner::Result Planner::run(const Snapshot& snapshot, SysTime now) {
   Result result;
+  // A partner that opted out of a kit (by its proof's link or the API) gets nothing from it.
+  const auto opted_out = store::Proofs(store_).opted_out_pairs();
   for (const auto& [kit_id, entry] : snapshot.kits) {
     if (!entry.live || entry.state == KitState::expired) continue;
     const Kit& kit = entry.live->kit;
@@ -35,6 +38,7 @@ Planner::Result Planner::run(const Snapshot& snapshot, SysTime now) {
       // Held back (its data does not fit this kit; load_snapshot logged why): plan nothing,
       // so fixing the data plans it with the audience as it then is.
       if (entry.live->held_partners.count(partner_id) != 0) continue;
+      if (opted_out.count({kit_id, partner_id}) != 0) continue;
       const auto* zone = date::locate_zone(partner.timezone);
       if (schedule::expired(kit, zone, now)) continue;
       for (std::size_t i = 0; i < kit.steps.size(); ++i) {

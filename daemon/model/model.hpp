@@ -111,7 +111,9 @@ struct Contact {
 
 // ---- kits ---------------------------------------------------------------------------------
 
-enum class Channel { email, webhook };
+// `proof` is never a kit step's channel: it marks the outbox rows that carry a partner's proof
+// of a kit's first email (app/proofs.hpp).
+enum class Channel { email, webhook, proof };
 enum class Enrollment { automatic, opt_in };
 
 struct Audience {

@@ -744,6 +744,168 @@ RenderedEmail render_email(const KitTemplates& templates, const Step& step, cons
   return email;
 }
 
+namespace {
+
+std::string escape_html(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 16);
+  for (char c : text) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+// The proof's banner, in the words a partner's marketer reads: what this is, when it goes, to
+// how many, and how to stop it. Both parts say the same.
+struct Banner {
+  std::string html, text;
+};
+
+Banner proof_banner(const Kit& kit, const Partner& partner, const Step& step,
+                    const ProofNotice& notice, const std::string& opt_out_url) {
+  const std::string partner_name =
+      partner.branding.sender_name.empty() ? partner.name : partner.branding.sender_name;
+  const std::string api_call =
+      "POST /v1/proofs/opt-out {\"kit\": \"" + kit.id + "\"} with your API token";
+  const std::string contacts = std::to_string(notice.audience) + " of your contacts";
+  Banner b;
+  b.text = "PROOF for " + partner_name + ": the first email of the kit \"" + kit.name +
+           "\" (version " + std::to_string(kit.version) + ", step '" + step.id +
+           "'), shown with a sample contact.\n"
+           "It goes out " +
+           notice.goes_out + " to " + contacts +
+           ". Nothing needs doing for it to go out.\n"
+           "To send nothing from this kit to your contacts, opt out: " +
+           opt_out_url + "\n(or " + api_call +
+           ").\n"
+           "------------------------------------------------------------------------\n\n";
+  b.html =
+      "<div style=\"border:2px solid #b45309;background:#fffbeb;color:#1f2937;padding:12px "
+      "16px;margin:0 0 16px 0;font-family:Arial,Helvetica,sans-serif;font-size:14px;"
+      "line-height:1.5;\"><p style=\"margin:0 0 8px 0;\"><strong>Proof for " +
+      escape_html(partner_name) + "</strong>: the first email of the kit &ldquo;" +
+      escape_html(kit.name) + "&rdquo; (version " + std::to_string(kit.version) + ", step '" +
+      escape_html(step.id) +
+      "'), shown with a sample contact.</p>"
+      "<p style=\"margin:0 0 8px 0;\">It goes out <strong>" +
+      escape_html(notice.goes_out) + "</strong> to <strong>" + escape_html(contacts) +
+      "</strong>. Nothing needs doing for it to go out.</p>"
+      "<p style=\"margin:0;\">To send nothing from this kit to your contacts, <a href=\"" +
+      escape_html(opt_out_url) + "\">opt out of this kit</a> (or " + escape_html(api_call) +
+      ").</p></div>\n";
+  return b;
+}
+
+// After the opening <body ...> tag, or at the very start of a fragment without one.
+void insert_after_body_open(std::string& html, const std::string& banner) {
+  const std::size_t body = find_nocase(html, "<body", 0);
+  const std::size_t open_end = body == std::string::npos ? body : html.find('>', body);
+  if (open_end == std::string::npos) {
+    html.insert(0, banner);
+  } else {
+    html.insert(open_end + 1, "\n" + banner);
+  }
+}
+
+}  // namespace
+
+RenderedEmail render_proof(const KitTemplates& templates, const Step& step, const Context& ctx,
+                           const Contact& sample, const std::string& idempotency_key, SysTime date,
+                           const ProofNotice& notice) {
+  const CompiledStep& compiled_step = compiled(templates).step(step, Channel::email);
+  std::shared_ptr<const Scope> built;
+  const Scope& scope = scope_of(ctx, built);
+  const Config& config = *ctx.config;
+  const Partner& partner = *ctx.partner;
+  auto [unsubscribe, view_online] = links_for(scope, ctx, sample, idempotency_key);
+  mus::data message = message_data(sample, unsubscribe, view_online);
+  const std::string opt_out =
+      scope.public_url + "/p/" + proof_token(ctx.link_secret, ctx.kit->id, partner.id);
+
+  RenderedEmail email;
+  const std::string subject = trim_spaces(render_part(*compiled_step.subject, scope.data, message));
+  if (subject.empty()) throw InputError(compiled_step.subject->label, "subject is empty");
+  email.subject = "[Proof] " + subject;
+  const Banner banner = proof_banner(*ctx.kit, partner, step, notice, opt_out);
+  email.html = render_part(*compiled_step.html, scope.data, message);
+  insert_after_body_open(email.html, banner.html);
+  email.text = banner.text + render_part(*compiled_step.text, scope.data, message);
+  if (email.html.size() + email.text.size() > config.limits.message_bytes) {
+    throw InputError(compiled_step.html->label,
+                     "the rendered proof is over limits.message_bytes (" +
+                         std::to_string(config.limits.message_bytes) + ")");
+  }
+  email.message_id = message_id_for(idempotency_key, config.smtp.from_address);
+  email.envelope_from = config.smtp.from_address;
+  email.recipient = notice.recipient;
+
+  std::string partner_file =
+      partner.source_file.empty() ? "partner " + partner.id : partner.source_file;
+  mime::require_header_safe(email.subject, compiled_step.subject->label);
+  mime::require_address(config.smtp.from_address, "smtp.from_address");
+  mime::require_header_safe(notice.recipient, partner_file + ": branding.reply_to");
+  mime::require_address(notice.recipient, partner_file + ": branding.reply_to");
+  std::string sender =
+      partner.branding.sender_name.empty() ? partner.name : partner.branding.sender_name;
+  mime::require_header_safe(sender, partner_file + ": branding.sender_name");
+  mime::require_header_safe(partner.name, partner_file + ": name");
+  // The owner is free text in kit.toml; only a plain address becomes Reply-To.
+  std::string owner;
+  try {
+    mime::require_header_safe(ctx.kit->owner, "owner");
+    mime::require_address(ctx.kit->owner, "owner");
+    owner = ctx.kit->owner;
+  } catch (const InputError&) {
+  }
+
+  std::string boundary = "=_" + mime::sha256_hex("boundary\n" + idempotency_key).substr(0, 32);
+  std::string& m = email.mime;
+  m.reserve(1024 + email.html.size() * 11 / 10 + email.text.size() * 11 / 10);
+  auto header = [&m](std::string_view name, std::string_view field) {
+    m.append(name).append(": ").append(field).append("\r\n");
+  };
+  header("From", mime::mailbox(sender, config.smtp.from_address));
+  if (!owner.empty()) header("Reply-To", owner);
+  header("To", mime::mailbox(partner.name, notice.recipient));
+  header("Subject", mime::unstructured("Subject", email.subject));
+  header("Date", mime::date(date));
+  header("Message-ID", email.message_id);
+  header("MIME-Version", "1.0");
+  // Out-of-office replies from the partner's mailbox have nowhere useful to go (RFC 3834).
+  header("Auto-Submitted", "auto-generated");
+  header("Feedback-ID", "proof:" + ctx.kit->id + ":" + partner.id + ":channeld");
+  header("Content-Type", "multipart/alternative; boundary=\"" + boundary + "\"");
+  m += "\r\n";
+  m += "--" + boundary + "\r\n";
+  m += "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: "
+       "quoted-printable\r\n\r\n";
+  mime::append_quoted_printable(m, email.text);
+  m += "--" + boundary + "\r\n";
+  m += "Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: "
+       "quoted-printable\r\n\r\n";
+  mime::append_quoted_printable(m, email.html);
+  m += "--" + boundary + "--\r\n";
+  return email;
+}
+
 std::string render_payload(const KitTemplates& templates, const Step& step, const Context& ctx,
                            const Contact& contact, const std::string& idempotency_key) {
   const CompiledStep& compiled_step = compiled(templates).step(step, Channel::webhook);

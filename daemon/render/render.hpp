@@ -112,6 +112,36 @@ std::vector<std::string> email_links(const KitTemplates& templates, const Step& 
 std::string render_payload(const KitTemplates& templates, const Step& step, const Context& ctx,
                            const Contact& contact, const std::string& idempotency_key);
 
+// ---- partner proofs ----
+// What a proof says besides the kit's own email (app/proofs.hpp decides the values).
+struct ProofNotice {
+  std::string recipient;      // the partner's branding.reply_to
+  std::string goes_out;       // when the step goes out, in the partner's zone, as a sentence part
+  std::int64_t audience = 0;  // how many of the partner's contacts it will reach
+};
+
+// A partner's proof of one email step: the step rendered co-branded for `sample` (a made-up
+// contact, never a real one), with a banner at the top of both parts saying it is a proof, when
+// the step goes out, to how many contacts, and how to opt out (the signed link
+// public_url/p/<proof_token> and the API call). Subject "[Proof] " + the step's subject. Links
+// stay as the kit wrote them (no click tracking, no open pixel: a partner's look at its proof is
+// no engagement). No List-Unsubscribe: the proof is a notice to the partner about its account,
+// and the kit's own unsubscribe link inside it names the sample contact, not the partner.
+// Reply-To is the kit's owner, so the partner's questions reach the marketer. Throws as
+// render_email does.
+RenderedEmail render_proof(const KitTemplates& templates, const Step& step, const Context& ctx,
+                           const Contact& sample, const std::string& idempotency_key, SysTime date,
+                           const ProofNotice& notice);
+
+// The opt-out link of a partner's proof: names the kit and the partner, nothing else.
+std::string proof_token(const std::string& secret, const std::string& kit_id,
+                        const std::string& partner_id);
+struct ProofTarget {
+  std::string kit_id;
+  std::string partner_id;
+};
+std::optional<ProofTarget> verify_proof_token(const std::string& secret, const std::string& token);
+
 // Link tokens: "<payload>.<mac>" in base64url (no padding); the mac is the first 16 bytes of
 // HMAC-SHA256 over the payload, keyed by the link secret and bound to the token's purpose, so
 // a view-online token never passes as an unsubscribe token. Minting with an empty secret

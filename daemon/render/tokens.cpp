@@ -100,6 +100,19 @@ std::optional<UnsubscribeTarget> verify_unsubscribe_token(const std::string& sec
   return UnsubscribeTarget{payload->substr(0, nl), payload->substr(nl + 1)};
 }
 
+std::string proof_token(const std::string& secret, const std::string& kit_id,
+                        const std::string& partner_id) {
+  return mint(secret, "proof", kit_id + "\n" + partner_id);
+}
+
+std::optional<ProofTarget> verify_proof_token(const std::string& secret, const std::string& token) {
+  auto payload = open(secret, "proof", token);
+  if (!payload) return std::nullopt;
+  auto nl = payload->find('\n');
+  if (nl == std::string::npos || nl == 0 || nl + 1 == payload->size()) return std::nullopt;
+  return ProofTarget{payload->substr(0, nl), payload->substr(nl + 1)};
+}
+
 std::string view_token(const std::string& secret, const std::string& idempotency_key) {
   return mint(secret, "view", idempotency_key);
 }

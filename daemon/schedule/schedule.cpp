@@ -125,6 +125,27 @@ bool expired(const Kit& kit, const date::time_zone* zone, SysTime now) {
   return local_day.time_since_epoch() > expiry_day.time_since_epoch();
 }
 
+std::optional<ProofTiming> proof_timing(const Kit& kit, bool partner_has_webhook,
+                                        const date::time_zone* zone, std::chrono::minutes lead_time,
+                                        SysTime now) {
+  if (lead_time <= std::chrono::minutes::zero()) return std::nullopt;
+  std::optional<std::size_t> email, first;
+  for (std::size_t i = 0; i < kit.steps.size(); ++i) {
+    const Channel channel = kit.steps[i].channel;
+    if (channel == Channel::webhook && !partner_has_webhook) continue;
+    if (!first) first = i;
+    if (channel == Channel::email && !email) email = i;
+  }
+  if (!email || !first) return std::nullopt;
+  ProofTiming timing;
+  timing.email_step = *email;
+  timing.email_at = step_due(kit, *email, zone);
+  timing.first_step_at = step_due(kit, *first, zone);
+  if (timing.first_step_at <= now) return std::nullopt;
+  timing.due = std::max(timing.first_step_at - lead_time, now);
+  return timing;
+}
+
 std::chrono::seconds retry_delay(int attempt, std::chrono::seconds base, std::chrono::seconds max,
                                  std::uint64_t jitter_seed) {
   if (base <= std::chrono::seconds::zero() || max <= std::chrono::seconds::zero()) {

@@ -36,6 +36,24 @@ std::optional<SysTime> next_window_open(const SendWindow& window, const date::ti
 // on its expiry day).
 bool expired(const Kit& kit, const date::time_zone* zone, SysTime now);
 
+// When a partner's proof of a kit's first email goes out (docs/architecture.md, "Proofs").
+struct ProofTiming {
+  std::size_t email_step = 0;  // index of the kit's first email step: what the proof shows
+  SysTime email_at{};          // when that step goes out for this partner
+  SysTime first_step_at{};     // when the partner's first step of any channel goes out
+  // first_step_at - lead_time, or `now` when that has passed: a kit loaded (or a partner
+  // enrolled) less than lead_time before its start still gets its proof at once, and the step
+  // keeps its time (a proof never delays a send).
+  SysTime due{};
+};
+// nullopt when there is no proof to send: lead_time is zero (proofs disabled), the kit has no
+// email step, or the partner's first step is already due (it has gone or is going; a proof
+// then would only announce the past). Webhook steps count as the partner's first step only
+// when it has a [webhook] (otherwise they are never planned for it).
+std::optional<ProofTiming> proof_timing(const Kit& kit, bool partner_has_webhook,
+                                        const date::time_zone* zone, std::chrono::minutes lead_time,
+                                        SysTime now);
+
 // Delay before retry number `attempt` (1 = first retry): base * 2^(attempt-1), capped at `max`,
 // with "equal jitter" (half fixed, half drawn from `jitter_seed`) so retries of one message are
 // spread but stay reproducible in tests.

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "store/migrations.hpp"
+#include "store/proofs.hpp"
 #include "store/session.hpp"
 
 namespace channeld::store {
@@ -25,12 +26,22 @@ namespace {
 constexpr long long kMigrationLock = 0x6368616e6e656c64;
 
 std::string_view channel_text(Channel channel) {
-  return channel == Channel::webhook ? "webhook" : "email";
+  switch (channel) {
+    case Channel::email:
+      return "email";
+    case Channel::webhook:
+      return "webhook";
+    case Channel::proof:
+      return "proof";
+  }
+  return "email";
 }
 
 Channel channel_from_text(std::string_view text) {
-  // The table's CHECK constraint admits only these two.
-  return text == "webhook" ? Channel::webhook : Channel::email;
+  // The table's CHECK constraint admits only these three.
+  if (text == "webhook") return Channel::webhook;
+  if (text == "proof") return Channel::proof;
+  return Channel::email;
 }
 
 
@@ -442,7 +453,9 @@ std::size_t Store::enqueue(const std::vector<NewMessage>& batch) {
   if (batch.empty()) return 0;
   ArrayLiteral keys, kits, versions, steps, partners, channels, emails, contacts, due;
   for (const NewMessage& m : batch) {
-    keys.add(idempotency_key(m.kit_id, m.step_id, m.partner_id, m.email));
+    keys.add(m.channel == Channel::proof
+                 ? proof_key(m.kit_id, m.kit_version, m.step_id, m.partner_id)
+                 : idempotency_key(m.kit_id, m.step_id, m.partner_id, m.email));
     kits.add(m.kit_id);
     versions.add(m.kit_version);
     steps.add(m.step_id);

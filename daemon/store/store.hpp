@@ -45,7 +45,8 @@ class StoreBusy : public StoreError {
 
 // A message the scheduler wants sent. The idempotency key is derived from
 // (kit_id, step_id, partner_id, email): the version is not part of it, so a new kit version
-// never re-sends a step a contact already got.
+// never re-sends a step a contact already got. A partner's proof (channel proof) is keyed by
+// store::proof_key (store/proofs.hpp) instead.
 struct NewMessage {
   std::string kit_id;
   int kit_version = 0;

@@ -9,6 +9,7 @@
 
 #include "app/decisions.hpp"
 #include "app/journal.hpp"
+#include "app/proofs.hpp"
 #include "support/support.hpp"
 
 namespace channeld::app {
@@ -140,6 +141,58 @@ TEST_F(DecideTest, FailsARowLeasedMoreOftenThanTheAttemptLimit) {
   auto d = decide_at(wednesday_morning);
   ASSERT_TRUE(d.settle.has_value());
   EXPECT_EQ(d.settle->kind, OutcomeKind::failed);
+}
+
+// A proof row of kit "cloud" v2 (first step 2026-11-01 00:00 Chicago, lead time 48 h).
+class DecideProofTest : public DecideTest {
+ protected:
+  DecideProofTest() {
+    row.channel = Channel::proof;
+    row.kit_version = 2;
+    row.email = "marketing@acme-it.example";
+  }
+  Decision decide_proof_at(SysTime now) { return decide_proof(row, snapshot, now, policy); }
+  // Saturday 2026-10-31 02:00 Chicago (UTC-5): the day before the start, outside the window.
+  SysTime night_before = utc(2026, 10, 31, 7);
+};
+
+TEST_F(DecideProofTest, SendsAProofOutsideTheSendWindowBeforeTheFirstStep) {
+  auto d = decide_proof_at(night_before);
+  ASSERT_TRUE(d.send.has_value()) << (d.settle ? d.settle->detail : "");
+  EXPECT_EQ(d.send->step->id, "announce");
+}
+
+TEST_F(DecideProofTest, ExpiresAProofOnceTheFirstStepIsDueOrProofsAreOff) {
+  auto late = decide_proof_at(utc(2026, 11, 2, 16));
+  ASSERT_TRUE(late.settle.has_value());
+  EXPECT_EQ(late.settle->kind, OutcomeKind::expired);
+  snapshot.config.proofs.lead_time = std::chrono::minutes{0};
+  auto off = decide_proof_at(night_before);
+  ASSERT_TRUE(off.settle.has_value());
+  EXPECT_EQ(off.settle->kind, OutcomeKind::expired);
+}
+
+TEST_F(DecideProofTest, ExpiresAProofOfAnOlderKitVersion) {
+  row.kit_version = 1;
+  auto d = decide_proof_at(night_before);
+  ASSERT_TRUE(d.settle.has_value());
+  EXPECT_EQ(d.settle->kind, OutcomeKind::expired);
+  EXPECT_NE(d.settle->detail.find("superseded by kit version 2"), std::string::npos);
+}
+
+TEST_F(DecideProofTest, ASuppressedReplyToSettlesTheProofAsSuppressed) {
+  row.suppressed = true;
+  auto d = decide_proof_at(night_before);
+  ASSERT_TRUE(d.settle.has_value());
+  EXPECT_EQ(d.settle->kind, OutcomeKind::suppressed);
+}
+
+TEST(SampleContact, ShowsEveryColumnAsItsNameAndNoRealAddress) {
+  const Contact c = sample_contact({"industry"});
+  EXPECT_EQ(c.first_name, "[first_name]");
+  EXPECT_EQ(c.extra.at("industry"), "[industry]");
+  EXPECT_EQ(c.email, "sample.contact@example.com");
+  EXPECT_EQ(proof_from_json(proof_json({12, {"industry"}})).audience, 12);
 }
 
 TEST(OutcomeOfSend, MapsEachVerdictToItsRowState) {

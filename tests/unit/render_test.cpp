@@ -889,3 +889,53 @@ TEST(HeaderEncoding, EncodesASubjectWordTooLongToFold) {
 
 }  // namespace
 }  // namespace channeld
+
+namespace channeld {
+namespace {
+
+TEST_F(RenderTest, AProofIsTheStepForASampleContactUnderABannerWithASignedOptOutLink) {
+  write("announce.html.mustache",
+        "<p>Hello {{contact.first_name}} from {{partner.name}}, "
+        "<a href=\"https://www.acme-it.example/offer\">the offer</a></p>");
+  auto templates = compile();
+  auto ctx = render::make_context(config_, kit_, partner_, kSecret);
+  Contact sample;
+  sample.email = "sample.contact@example.com";
+  sample.first_name = "[first_name]";
+  render::ProofNotice notice{"marketing@acme-it.example",
+                             "on Tuesday 01 December 2026 at 09:00 CST (America/Chicago)", 1234};
+  auto proof = render::render_proof(*templates, kit_.steps.front(), ctx, sample,
+                                    "proof/q4/v3/announce/acme-it", kDate, notice);
+  EXPECT_EQ(proof.subject, "[Proof] Acme IT Solutions and Vendor Inc.: your cloud move");
+  EXPECT_EQ(proof.recipient, "marketing@acme-it.example");
+  EXPECT_EQ(header(proof.mime, "To"), "Acme IT Solutions <marketing@acme-it.example>");
+  EXPECT_EQ(header(proof.mime, "Reply-To"), "field-marketing@vendor.example");
+  EXPECT_EQ(header(proof.mime, "List-Unsubscribe"), "");
+  EXPECT_EQ(header(proof.mime, "Auto-Submitted"), "auto-generated");
+  EXPECT_NE(header(proof.mime, "Message-ID"), "");
+  for (const std::string* part : {&proof.html, &proof.text}) {
+    EXPECT_THAT(*part, HasSubstr("Hello [first_name] from Acme IT Solutions"));
+    EXPECT_THAT(*part, HasSubstr("on Tuesday 01 December 2026 at 09:00 CST (America/Chicago)"));
+    EXPECT_THAT(*part, HasSubstr("1234 of your contacts"));
+    EXPECT_THAT(*part, HasSubstr("https://mkt.vendor.example/p/"));
+    EXPECT_THAT(*part, HasSubstr("POST /v1/proofs/opt-out"));
+  }
+  // The banner comes first in the body; the kit's link is not rewritten; no pixel.
+  EXPECT_LT(proof.html.find("Proof for"), proof.html.find("Hello"));
+  EXPECT_THAT(proof.html, HasSubstr("href=\"https://www.acme-it.example/offer\""));
+  EXPECT_THAT(proof.html, Not(HasSubstr("/o/")));
+  EXPECT_THAT(proof.html, Not(HasSubstr("/c/")));
+  EXPECT_EQ(proof.text.rfind("PROOF for Acme IT Solutions", 0), 0u);
+
+  const std::string link = proof.text.substr(proof.text.find("https://mkt.vendor.example/p/"));
+  const std::string token = link.substr(29, link.find_first_of("\n ") - 29);
+  auto target = render::verify_proof_token(kSecret, token);
+  ASSERT_TRUE(target) << token;
+  EXPECT_EQ(target->kit_id, "q4");
+  EXPECT_EQ(target->partner_id, "acme-it");
+  EXPECT_FALSE(render::verify_unsubscribe_token(kSecret, token)) << "bound to its purpose";
+  EXPECT_FALSE(render::verify_proof_token("another secret", token));
+}
+
+}  // namespace
+}  // namespace channeld

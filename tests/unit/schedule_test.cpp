@@ -291,5 +291,75 @@ TEST(RetryDelay, VariesBetweenAttemptsOfOneMessage) {
   EXPECT_GT(distinct.size(), 5u);
 }
 
+// ---- partner proofs ---------------------------------------------------------------------
+
+// 2026-12-01 09:00 in Chicago (CST, UTC-6) is 15:00 UTC.
+const SysTime kChicagoStart = utc(2026y / December / 1, 15h);
+
+TEST(ProofTiming, IsDueLeadTimeBeforeThePartnersFirstStep) {
+  const Kit kit = sample_kit();
+  const SysTime now = utc(2026y / November / 20, 0h);
+  auto timing = proof_timing(kit, false, zone("America/Chicago"), 48h, now);
+  ASSERT_TRUE(timing);
+  EXPECT_EQ(timing->email_step, 0u);
+  EXPECT_EQ(timing->email_at, kChicagoStart);
+  EXPECT_EQ(timing->first_step_at, kChicagoStart);
+  EXPECT_EQ(timing->due, kChicagoStart - 48h);
+}
+
+TEST(ProofTiming, GoesAtOnceWhenTheLeadTimeHasPassedAndTheStepKeepsItsTime) {
+  const Kit kit = sample_kit();
+  // Loaded 5 hours before the start: less than the 48 h lead time.
+  const SysTime now = kChicagoStart - 5h;
+  auto timing = proof_timing(kit, false, zone("America/Chicago"), 48h, now);
+  ASSERT_TRUE(timing);
+  EXPECT_EQ(timing->due, now);
+  EXPECT_EQ(timing->email_at, kChicagoStart) << "a proof never delays the step";
+}
+
+TEST(ProofTiming, NoProofOnceTheFirstStepIsDue) {
+  const Kit kit = sample_kit();
+  EXPECT_FALSE(proof_timing(kit, false, zone("America/Chicago"), 48h, kChicagoStart));
+  EXPECT_FALSE(proof_timing(kit, false, zone("America/Chicago"), 48h, kChicagoStart + 1h));
+  EXPECT_TRUE(proof_timing(kit, false, zone("America/Chicago"), 48h, kChicagoStart - 1s));
+}
+
+TEST(ProofTiming, ZeroLeadTimeDisablesProofs) {
+  const Kit kit = sample_kit();
+  EXPECT_FALSE(
+      proof_timing(kit, false, zone("America/Chicago"), 0min, utc(2026y / November / 20, 0h)));
+}
+
+TEST(ProofTiming, AKitWithoutAnEmailStepHasNoProof) {
+  Kit kit = sample_kit();
+  for (auto& s : kit.steps) s.channel = Channel::webhook;
+  EXPECT_FALSE(
+      proof_timing(kit, true, zone("America/Chicago"), 48h, utc(2026y / November / 20, 0h)));
+}
+
+TEST(ProofTiming, AnEarlierWebhookStepSetsTheDueTimeOnlyForPartnersWithAWebhook) {
+  Kit kit = sample_kit();
+  kit.steps[0].channel = Channel::webhook;  // 09:00 webhook, then the 10:00 email "crm-sync"
+  const SysTime now = utc(2026y / November / 20, 0h);
+  auto with_hook = proof_timing(kit, true, zone("America/Chicago"), 48h, now);
+  ASSERT_TRUE(with_hook);
+  EXPECT_EQ(with_hook->email_step, 1u);
+  EXPECT_EQ(with_hook->email_at, kChicagoStart + 1h);
+  EXPECT_EQ(with_hook->due, kChicagoStart - 48h);
+  auto without = proof_timing(kit, false, zone("America/Chicago"), 48h, now);
+  ASSERT_TRUE(without);
+  EXPECT_EQ(without->first_step_at, kChicagoStart + 1h);
+  EXPECT_EQ(without->due, kChicagoStart + 1h - 48h);
+}
+
+TEST(ProofTiming, FollowsEachPartnersTimeZone) {
+  const Kit kit = sample_kit();
+  const SysTime now = utc(2026y / November / 20, 0h);
+  // 09:00 in Berlin (CET, UTC+1) is 08:00 UTC, seven hours before Chicago's.
+  auto berlin = proof_timing(kit, false, zone("Europe/Berlin"), 48h, now);
+  ASSERT_TRUE(berlin);
+  EXPECT_EQ(berlin->due, utc(2026y / December / 1, 8h) - 48h);
+}
+
 }  // namespace
 }  // namespace channeld::schedule
