@@ -161,7 +161,7 @@ class Handlers {
     }
     const std::string agent = header(request, "user-agent");
     // Recorded before answering: a click that was redirected is a click that was counted.
-    deps_.store->record_click(*message, target->index, is_machine_fetch(agent), agent,
+    deps_.store->record_click(*message, target->index, *url, is_machine_fetch(agent), agent,
                               deps_.clock());
     Response r{302, "text/plain; charset=utf-8", "", {}};
     r.headers.emplace("Location", *url);

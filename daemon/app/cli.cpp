@@ -50,9 +50,11 @@ usage:
                                             the MDF reconciliation report of a quarter
   channeld claims show CLAIM_ID [--partner ID] [--config FILE]
                                             decision history of one claim, with its inputs
-  channeld webhooks status|failed|replay|enable [--partner ID] [--message ID] [--config FILE]
+  channeld webhooks status|failed|replay|enable [--partner ID] [--message N] [--event N]
+                                       [--config FILE]
                                             disabled webhook endpoints; a partner's failed webhook
-                                            deliveries; queue them again (all, or one outbox row)
+                                            deliveries and feed events; queue them again (all, or
+                                            one message or event)
                                             and enable the endpoint; enable it without replaying
   channeld token create --role admin|finance|partner:ID --name NAME [--config FILE]
                                             print a new API token once (stored only as a hash)
@@ -216,27 +218,41 @@ int webhooks(const std::string& action, const Args& args) {
       std::printf("partner %s has no failed webhook deliveries\n", partner_id.c_str());
       return kOk;
     }
-    std::printf("%-10s %-21s %-24s %-16s %-32s %-8s %s\n", "MESSAGE", "FAILED AT", "KIT", "STEP",
-                "CONTACT", "ATTEMPTS", "LAST ERROR");
-    for (const auto& r : rows)
-      std::printf("%-10lld %-21s %-24s %-16s %-32s %-8d %s\n", static_cast<long long>(r.id),
+    // A feed event's number is its own (EVENT column, `replay --event`), not a message's.
+    std::printf("%-10s %-12s %-21s %-24s %-16s %-32s %-8s %s\n", "MESSAGE", "EVENT", "FAILED AT",
+                "KIT", "STEP", "CONTACT", "ATTEMPTS", "LAST ERROR");
+    for (const auto& r : rows) {
+      const std::string number = std::to_string(r.id);
+      const std::string event = r.event.empty() ? "-" : r.event + " " + number;
+      std::printf("%-10s %-12s %-21s %-24s %-16s %-32s %-8d %s\n",
+                  r.event.empty() ? number.c_str() : "-", event.c_str(),
                   utc_text(r.failed_at).c_str(), r.kit_id.c_str(), r.step_id.c_str(),
                   r.email.c_str(), r.attempts, r.last_error.c_str());
+    }
     if (rows.size() == 1000) std::printf("(the 1000 most recent; replay sends them all)\n");
     return kOk;
   }
   if (action == "replay") {
-    std::optional<std::int64_t> only;
-    if (auto message = args.get("--message")) {
+    store::WebhookEndpoints::Selection which;
+    auto number = [](const std::string& option, const std::string& text) {
       try {
         std::size_t used = 0;
-        only = std::stoll(*message, &used);
-        if (used != message->size()) throw std::invalid_argument("trailing text");
+        const auto n = std::stoll(text, &used);
+        if (used != text.size()) throw std::invalid_argument("trailing text");
+        return static_cast<std::int64_t>(n);
       } catch (const std::exception&) {
-        throw InputError("--message", "'" + *message + "' is not a message number (see failed)");
+        throw InputError(option, "'" + text + "' is not a number from `webhooks failed`");
       }
+    };
+    if (auto message = args.get("--message")) {
+      which.all = false;
+      which.steps.push_back(number("--message", *message));
     }
-    auto queued = endpoints.replay(partner_id, only, now());
+    if (auto event = args.get("--event")) {
+      which.all = false;
+      which.events.push_back(number("--event", *event));
+    }
+    auto queued = endpoints.replay(partner_id, which, now());
     std::printf("queued %zu failed webhook deliveries of partner %s again; its endpoint is "
                 "enabled\n",
                 queued, partner_id.c_str());
@@ -473,7 +489,7 @@ int dispatch(const std::vector<std::string>& argv) {
     if (rest.empty() || rest[0].starts_with("--"))
       throw InputError("", "webhooks needs an action: status, failed, replay or enable");
     std::vector<std::string> options(rest.begin() + 1, rest.end());
-    return webhooks(rest[0], Args(options, {"--config", "--partner", "--message"}, {}));
+    return webhooks(rest[0], Args(options, {"--config", "--partner", "--message", "--event"}, {}));
   }
   if (verb == "token") return token(rest);
   throw InputError("", "unknown command '" + verb + "' (see channeld --help)");

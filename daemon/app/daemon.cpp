@@ -28,7 +28,10 @@
 #include "api/mdf_routes.hpp"
 #include "api/proof_routes.hpp"
 #include "app/dispatcher.hpp"
+#include "api/webhook_routes.hpp"
 #include "app/claims.hpp"
+#include "app/dispatcher.hpp"
+#include "app/event_feed.hpp"
 #include "app/journal.hpp"
 #include "app/planner.hpp"
 #include "app/proofs.hpp"
@@ -41,9 +44,10 @@
 #include "deliver/webhook_connector.hpp"
 #include "metrics/log_throttle.hpp"
 #include "metrics/metrics.hpp"
-#include "store/last_good.hpp"
 #include "store/engagement.hpp"
 #include "store/proofs.hpp"
+#include "store/last_good.hpp"
+#include "store/partner_events.hpp"
 #include "store/store.hpp"
 
 namespace channeld::app {
@@ -184,6 +188,7 @@ class Daemon {
         load_snapshot(config, nullptr, system_now(), link_secret_, problems, &last_good));
     for (const auto& p : problems) spdlog::warn("{}", p);
     save_last_good();
+    subscribe_feeds();
     announce_kits(nullptr);
     import_suppressions();
     // Our own lock first, then what dead daemons left: recorded before anything is claimed, so
@@ -206,6 +211,8 @@ class Daemon {
     dispatcher_ = std::make_unique<Dispatcher>(delivery_io_, pool_, store_, snapshots_, *connector_,
                                                webhooks_.get(), metrics_, system_now, owner_,
                                                *journal_);
+    event_feed_ = std::make_unique<EventFeed>(delivery_io_, pool_, store_, snapshots_, *webhooks_,
+                                              metrics_, system_now, owner_);
   }
 
   ~Daemon() {
@@ -235,6 +242,7 @@ class Daemon {
 #endif
     delivery_thread_ = std::thread([this] { delivery_io_.run(); });
     dispatcher_->start();
+    event_feed_->start();
     plan();
     if (options_.until_idle) watch_for_idle();
     sd_notify(0, "READY=1");
@@ -311,6 +319,7 @@ class Daemon {
     mdf_deps.clock = system_now;
     routes.add(api::mdf_routes(std::move(mdf_deps)));
     routes.add(api::proof_routes(proof_deps()));
+    routes.add(api::webhook_routes(api::WebhookDeps{&api_store_, system_now}));
     metrics_.describe("messages_total", "Delivery outcomes recorded by this process, by state");
     metrics_.describe("messages_reclaimed_total",
                       "Messages re-sent after another process's lease expired mid-send "
@@ -373,7 +382,7 @@ class Daemon {
     };
     deps.opt_out = [this](const std::string& kit_id, const std::string& partner_id,
                           const std::string& via) {
-      auto result = store::Proofs(store_).opt_out(kit_id, partner_id, via, system_now());
+      auto result = store::Proofs(api_store_).opt_out(kit_id, partner_id, via, system_now());
       if (result.recorded) {
         spdlog::info("partner {} opted out of kit {} ({}): {} queued messages cancelled",
                      partner_id, kit_id, via, result.cancelled);
@@ -418,9 +427,11 @@ class Daemon {
     fault_signals_.cancel();
 #endif
     if (watcher_) watcher_->stop();
-    // The dispatcher calls back on the delivery thread once everything it leased is recorded
-    // or released; the rest of the shutdown happens here, on the main loop.
-    dispatcher_->stop(snapshots_.get()->config.delivery.shutdown_grace, [this] {
+    // The dispatcher and the event feed call back on the delivery thread once everything they
+    // leased is recorded or released; the rest of the shutdown happens here, on the main loop,
+    // after both.
+    auto both_stopped = [this, remaining = std::make_shared<int>(2)] {
+      if (--*remaining > 0) return;
       asio::post(io_, [this] {
         stop_work_.reset();
         signals_.cancel();
@@ -428,7 +439,9 @@ class Daemon {
         // Let catalog work already queued finish, then let io_.run() return.
         asio::post(catalog_strand_, [this] { asio::post(io_, [this] { io_.stop(); }); });
       });
-    });
+    };
+    event_feed_->stop(both_stopped);
+    dispatcher_->stop(snapshots_.get()->config.delivery.shutdown_grace, both_stopped);
   }
 
   // The last resort of a bounded shutdown: whatever still blocks (a database call that hangs, a
@@ -587,6 +600,7 @@ class Daemon {
       }
       for (const auto& p : problems) spdlog::warn("{}", p);
       save_last_good();
+      subscribe_feeds();
       announce_kits(previous.get());
       expire_removed_partners(*previous);
       import_suppressions();
@@ -616,6 +630,19 @@ class Daemon {
 
   // Runs at start and on the catalog strand: keeps every kit folder and partner file that
   // passed as it is now, for the next start (see LastGood).
+  // The partner files' [webhook] events, for the statements that queue feed events.
+  void subscribe_feeds() {
+    std::map<std::string, std::set<std::string>> feeds;
+    for (const auto& [id, partner] : snapshots_.get()->partners.partners)
+      if (partner.webhook && !partner.webhook->events.empty()) feeds[id] = partner.webhook->events;
+    try {
+      store::PartnerEvents(store_).subscribe(feeds);
+    } catch (const std::exception& e) {
+      // The previous subscriptions stay; the next reload tries again.
+      spdlog::error("partner event feeds not updated: {}", e.what());
+    }
+  }
+
   void save_last_good() {
     const auto snapshot = snapshots_.get();
     store::LastGoodFiles files(store_);
@@ -799,18 +826,20 @@ class Daemon {
     idle_timer_.expires_after(std::chrono::milliseconds(200));
     idle_timer_.async_wait([this](boost::system::error_code ec) {
       if (ec || stopping_) return;
-      if (!planned_once_ || !dispatcher_->idle()) return watch_for_idle();
+      if (!planned_once_ || !dispatcher_->idle() || !event_feed_->idle()) return watch_for_idle();
       asio::post(pool_, [this] {
         bool idle = false;
         try {
           auto counts = store_.counts_by_state();
           auto next = store_.next_due();
+          auto next_event = store::PartnerEvents(store_).next_due();
+          if (next_event && (!next || *next_event < *next)) next = next_event;
           idle = counts["sending"] == 0 && (!next || *next > system_now() + options_.idle_horizon);
         } catch (const std::exception& e) {
           spdlog::error("idle check failed: {}", e.what());
         }
         asio::post(io_, [this, idle] {
-          if (idle && dispatcher_->idle()) {
+          if (idle && dispatcher_->idle() && event_feed_->idle()) {
             spdlog::info("nothing due within {}s: stopping (--until-idle)",
                          options_.idle_horizon.count());
             stop();
@@ -865,6 +894,7 @@ class Daemon {
   std::unique_ptr<deliver::EmailConnector> connector_;
   std::unique_ptr<deliver::WebhookConnector> webhooks_;
   std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<EventFeed> event_feed_;
   std::unique_ptr<catalog::FolderWatcher> watcher_;
   std::unique_ptr<api::HttpServer> http_;
   bool stopping_ = false;

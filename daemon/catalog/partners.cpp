@@ -163,6 +163,16 @@ Partner load_partner(const fs::path& file, const std::string& dir) {
     w.secret_file =
         detail::contained_path(w.secret_file, dir, webhook->where("secret_file"), "secret file");
     w.key = deliver::webhook_key_from_secret(read_secret_file(w.secret_file), w.secret_file);
+    if (auto events = webhook->strings("events")) {
+      for (const auto& event : *events) {
+        if (event != "sent" && event != "bounced" && event != "opened" && event != "clicked" &&
+            event != "unsubscribed")
+          throw webhook->error("events", "'" + event +
+                                             "' is not one of sent, bounced, opened, clicked, "
+                                             "unsubscribed");
+        w.events.insert(event);
+      }
+    }
     webhook->refuse_unknown_keys();
     p.webhook = std::move(w);
   }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -77,6 +78,9 @@ struct PartnerWebhook {
   std::string url;
   std::string secret_file;  // absolute after load
   std::string key;          // the signing key the secret file holds, decoded; never logged
+  // The partner event feed: which of channeld's own events about this partner's messages are
+  // pushed to `url` (sent, bounced, opened, clicked, unsubscribed); empty = the feed is off.
+  std::set<std::string> events;
 };
 
 struct Partner {

@@ -45,6 +45,21 @@ void event(soci::session& sql, long long id, const std::string& at, const std::s
       soci::use(detail, "detail");
 }
 
+// Queues a partner feed event about the message in the caller's transaction, so the event and
+// the fact it reports are committed together or not at all. Writes nothing unless the partner's
+// feed wants `kind` (migration 0010, queue_partner_event). `fact` tells apart events of one kind
+// about one message (a click's link); `link` goes into the body of clicks only.
+void queue_feed_event(soci::session& sql, const std::string& kind, long long id,
+                      const std::string& fact, const std::string& at,
+                      const std::optional<std::string>& link) {
+  int queued = 0;
+  soci::indicator link_ind = link ? soci::i_ok : soci::i_null;
+  const std::string link_text = link.value_or("");
+  sql << "SELECT queue_partner_event(:kind, :id, :fact, CAST(:at AS timestamptz), :link)",
+      soci::use(kind, "kind"), soci::use(id, "id"), soci::use(fact, "fact"), soci::use(at, "at"),
+      soci::use(link_text, link_ind, "link"), soci::into(queued);
+}
+
 // User agents are attacker-chosen text: bounded before they reach the event log.
 std::string clip(const std::string& text) {
   return text.size() <= 200 ? text : text.substr(0, 200);
@@ -135,11 +150,13 @@ void Engagement::record_open(const MessageRef& message, bool proxy, const std::s
     sql << kRecordOpen, soci::use(id, "id"), soci::use(message.kit_id, "kit"),
         soci::use(message.partner_id, "partner"), soci::use(proxied, "proxy"),
         soci::use(at, "at"), soci::use(kind, "kind"), soci::use(detail, "detail");
+    // The first open by a person: a proxy's fetch says nothing about a reader.
+    if (!proxy) queue_feed_event(sql, "opened", id, "", at, std::nullopt);
   });
 }
 
-void Engagement::record_click(const MessageRef& message, int link_index, bool proxy,
-                              const std::string& user_agent, SysTime now) {
+void Engagement::record_click(const MessageRef& message, int link_index, const std::string& link,
+                              bool proxy, const std::string& user_agent, SysTime now) {
   const std::string at = timestamp_text(now);
   const long long id = message.outbox_id;
   const int human = proxy ? 0 : 1;
@@ -149,6 +166,8 @@ void Engagement::record_click(const MessageRef& message, int link_index, bool pr
     sql << kRecordClick, soci::use(id, "id"), soci::use(message.kit_id, "kit"),
         soci::use(message.partner_id, "partner"), soci::use(human, "human"),
         soci::use(at, "at"), soci::use(kind, "kind"), soci::use(detail, "detail");
+    // Each link a person clicked, once: a scanner's click is no interest.
+    if (!proxy) queue_feed_event(sql, "clicked", id, std::to_string(link_index), at, link);
   });
 }
 
@@ -179,6 +198,7 @@ bool Engagement::unsubscribe(const std::string& partner_id, const std::string& e
                " COALESCE(unsubscribed_at, CAST(:at AS timestamptz)) WHERE outbox_id = :id",
             soci::use(at, "at"), soci::use(id, "id");
         event(sql, id, at, "unsubscribed", "");
+        queue_feed_event(sql, "unsubscribed", id, "", at, std::nullopt);
       }
     }
     tx.commit();
@@ -228,6 +248,7 @@ std::size_t Engagement::report(ReportKind kind, const std::optional<MessageRef>&
                " WHERE id = :id AND state = 'sent'",
             soci::use(at, "at"), soci::use(id, "id");
         event(sql, id, at, "bounced", "hard bounce reported");
+        queue_feed_event(sql, "bounced", id, "", at, std::nullopt);
         break;
       case ReportKind::soft_bounce:
         sql << "UPDATE message_engagement SET soft_bounces = soft_bounces + 1"

@@ -94,18 +94,20 @@ class Engagement {
   std::optional<MessageRef> message_by_key(const std::string& idempotency_key);
   std::optional<MessageRef> message_by_message_id(const std::string& message_id);
 
-  // One open (the pixel was fetched) or click. `proxy`: fetched by a privacy proxy or link
-  // scanner, counted in the totals but not as a person's open or click. Durable when it
-  // returns. Concurrent calls share one transaction and one commit (see Group), so a burst of
-  // clicks costs one fsync per group rather than one per click, and one pooled session.
+  // One open (the pixel was fetched) or click of the kit's link `link`, the `link_index`th of
+  // the message. `proxy`: fetched by a privacy proxy or link scanner, counted in the totals but
+  // not as a person's open or click. A person's first open, and first click of each link, also
+  // queue a partner feed event when the partner's feed wants it. Durable when it returns.
+  // Concurrent calls share one transaction and one commit (see Group), so a burst of clicks
+  // costs one fsync per group rather than one per click, and one pooled session.
   void record_open(const MessageRef& message, bool proxy, const std::string& user_agent,
                    SysTime now);
-  void record_click(const MessageRef& message, int link_index, bool proxy,
+  void record_click(const MessageRef& message, int link_index, const std::string& link, bool proxy,
                     const std::string& user_agent, SysTime now);
 
   // Suppresses `email` for `partner_id` and marks the partner's latest message to it as the one
-  // that was unsubscribed from. Idempotent. Returns false if the address was already
-  // suppressed for that partner (or globally).
+  // that was unsubscribed from (queuing the partner feed's `unsubscribed` event). Idempotent.
+  // Returns false if the address was already suppressed for that partner (or globally).
   bool unsubscribe(const std::string& partner_id, const std::string& email, SysTime now);
 
   // A bounce or complaint reported after the send, about one message or (message == nullopt)

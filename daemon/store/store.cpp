@@ -233,7 +233,8 @@ constexpr const char* kRecord = R"(
         lease_owner = NULL, lease_until = NULL, updated_at = CAST(:now AS timestamptz)
     FROM outcome v
     WHERE o.id = v.id AND o.state = 'sending' AND o.lease_owner = :owner
-    RETURNING o.id, o.email, v.kind, v.detail, v.at),
+    RETURNING o.id, o.email, v.kind, v.detail, v.at, o.partner_id, o.kit_id, o.step_id,
+              o.channel, o.message_id),
   events AS (
     INSERT INTO delivery_event (outbox_id, at, kind, detail, recorded_by)
     SELECT id, at, kind, detail, :owner FROM settled
@@ -242,7 +243,20 @@ constexpr const char* kRecord = R"(
     INSERT INTO suppression (email, partner_id, reason, created_at)
     SELECT DISTINCT ON (email) email, '', 'hard bounce: ' || detail, CAST(:now AS timestamptz)
     FROM settled WHERE kind = 'bounced'
-    ON CONFLICT DO NOTHING)
+    ON CONFLICT DO NOTHING),
+  -- The partner event feed (migration 0010), by a join with partner_feed, which holds rows
+  -- only for partners that asked for these events, so the others cost no write. SOCI binds
+  -- by name and reads comments as SQL, so comments here hold no colon and no apostrophe.
+  feed AS (
+    INSERT INTO partner_event (event_key, partner_id, outbox_id, event_type, body, due_at,
+                               created_at, updated_at)
+    SELECT partner_event_key(s.kind, s.id, ''), s.partner_id, s.id, s.kind,
+           partner_event_body(s.kind, s.at, s.kit_id, s.step_id, s.partner_id, s.message_id,
+                              s.email, NULL),
+           CAST(:now AS timestamptz), CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+    FROM settled s JOIN partner_feed f ON f.partner_id = s.partner_id AND f.event_type = s.kind
+    WHERE s.channel = 'email'
+    ON CONFLICT (event_key) DO NOTHING)
   SELECT count(*) FROM settled)";
 
 constexpr const char* kRelease = R"(

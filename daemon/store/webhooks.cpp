@@ -63,13 +63,21 @@ std::vector<FailedWebhook> WebhookEndpoints::failed(const std::string& partner_i
     long long at = 0;
     soci::indicator error_ind = soci::i_ok;
     soci::statement st =
-        (sql.prepare << "SELECT id, kit_id, step_id, email, attempts, last_error,"
-                        " CAST(extract(epoch FROM updated_at) AS bigint)"
-                        " FROM outbox WHERE partner_id = :partner AND state = 'failed'"
-                        " AND channel = 'webhook' ORDER BY updated_at DESC, id DESC LIMIT :max",
+        (sql.prepare << "SELECT id, event, kit_id, step_id, email, attempts, last_error, at FROM ("
+                        " SELECT id, '' AS event, kit_id, step_id, email, attempts, last_error,"
+                        "  CAST(extract(epoch FROM updated_at) AS bigint) AS at"
+                        "  FROM outbox WHERE partner_id = :partner AND state = 'failed'"
+                        "  AND channel = 'webhook'"
+                        " UNION ALL"
+                        " SELECT e.id, e.event_type, o.kit_id, o.step_id, o.email, e.attempts,"
+                        "  e.last_error, CAST(extract(epoch FROM e.updated_at) AS bigint)"
+                        "  FROM partner_event e JOIN outbox o ON o.id = e.outbox_id"
+                        "  WHERE e.partner_id = :partner AND e.state = 'failed') failed"
+                        " ORDER BY at DESC, id DESC LIMIT :max",
          soci::use(partner_id, "partner"), soci::use(max_rows, "max"), soci::into(id),
-         soci::into(row.kit_id), soci::into(row.step_id), soci::into(row.email),
-         soci::into(row.attempts), soci::into(row.last_error, error_ind), soci::into(at));
+         soci::into(row.event), soci::into(row.kit_id), soci::into(row.step_id),
+         soci::into(row.email), soci::into(row.attempts), soci::into(row.last_error, error_ind),
+         soci::into(at));
     st.execute();
     std::vector<FailedWebhook> rows;
     while (st.fetch()) {
@@ -84,18 +92,31 @@ std::vector<FailedWebhook> WebhookEndpoints::failed(const std::string& partner_i
 
 std::size_t WebhookEndpoints::replay(const std::string& partner_id,
                                      std::optional<std::int64_t> only, SysTime now) {
+  Selection which;
+  if (only) {
+    which.all = false;
+    which.steps.push_back(*only);
+  }
+  return replay(partner_id, which, now);
+}
+
+std::size_t WebhookEndpoints::replay(const std::string& partner_id, const Selection& which,
+                                     SysTime now) {
   const std::string at = timestamp_text(now);
-  const long long one = only.value_or(0);
-  const int all = only ? 0 : 1;
+  ArrayLiteral steps, events;
+  for (auto id : which.steps) steps.add(static_cast<long long>(id));
+  for (auto id : which.events) events.add(static_cast<long long>(id));
+  const std::string steps_text = steps.text(), events_text = events.text();
+  const int all = which.all ? 1 : 0;
   return store_.impl().run("replaying failed webhooks", [&](soci::session& sql) {
     soci::transaction tx(sql);
-    long long queued = 0;
+    long long queued = 0, events_queued = 0;
     // One statement: the rows go back to the queue and each gets its event, or none does.
     sql << "WITH replayed AS ("
            "  UPDATE outbox SET state = 'queued', attempts = 0, due_at = CAST(:at AS timestamptz),"
            "    updated_at = CAST(:at AS timestamptz)"
            "  WHERE partner_id = :partner AND state = 'failed' AND channel = 'webhook'"
-           "    AND (:all = 1 OR id = :one)"
+           "    AND (:all = 1 OR id = ANY (CAST(:steps AS bigint[])))"
            "  RETURNING id),"
            " events AS ("
            "  INSERT INTO delivery_event (outbox_id, at, kind, detail)"
@@ -103,11 +124,20 @@ std::size_t WebhookEndpoints::replay(const std::string& partner_id,
            "  FROM replayed)"
            " SELECT count(*) FROM replayed",
         soci::use(at, "at"), soci::use(partner_id, "partner"), soci::use(all, "all"),
-        soci::use(one, "one"), soci::into(queued);
+        soci::use(steps_text, "steps"), soci::into(queued);
+    sql << "WITH replayed AS ("
+           "  UPDATE partner_event SET state = 'queued', attempts = 0,"
+           "    due_at = CAST(:at AS timestamptz), updated_at = CAST(:at AS timestamptz)"
+           "  WHERE partner_id = :partner AND state = 'failed'"
+           "    AND (:all = 1 OR id = ANY (CAST(:events AS bigint[])))"
+           "  RETURNING id)"
+           " SELECT count(*) FROM replayed",
+        soci::use(at, "at"), soci::use(partner_id, "partner"), soci::use(all, "all"),
+        soci::use(events_text, "events"), soci::into(events_queued);
     sql << "DELETE FROM webhook_endpoint WHERE partner_id = :partner",
         soci::use(partner_id, "partner");
     tx.commit();
-    return static_cast<std::size_t>(queued);
+    return static_cast<std::size_t>(queued + events_queued);
   });
 }
 

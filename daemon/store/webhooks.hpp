@@ -23,7 +23,9 @@ struct DisabledEndpoint {
 };
 
 struct FailedWebhook {
-  std::int64_t id = 0;  // outbox row
+  // The outbox row of a webhook step; the partner_event row of a feed event.
+  std::int64_t id = 0;
+  std::string event;  // "" for a webhook step; the type of a partner feed event ("opened")
   std::string kit_id;
   std::string step_id;
   std::string email;
@@ -47,12 +49,23 @@ class WebhookEndpoints {
   // Enables every URL of the partner again; returns how many were disabled.
   std::size_t enable(const std::string& partner_id);
 
-  // The partner's failed webhook deliveries, most recent first, at most `limit`.
+  // The partner's failed webhook deliveries (webhook steps and feed events), most recent
+  // first, at most `limit`.
   std::vector<FailedWebhook> failed(const std::string& partner_id, std::size_t limit);
-  // Queues the partner's failed webhook deliveries again (all, or the one outbox row `only`),
-  // due at `now` with a fresh attempt count, each with a 'replayed' delivery_event; and enables
-  // the partner's endpoint, since a replay to a disabled endpoint could not go anywhere.
-  // Returns the number of rows queued.
+
+  // Which failed deliveries of a partner to replay: all, or the listed rows.
+  struct Selection {
+    bool all = true;
+    std::vector<std::int64_t> steps;   // outbox rows
+    std::vector<std::int64_t> events;  // partner_event rows
+  };
+  // Queues the partner's selected failed webhook deliveries again, due at `now` with a fresh
+  // attempt count (each step with a 'replayed' delivery_event); and enables the partner's
+  // endpoint, since a replay to a disabled endpoint could not go anywhere. Rows of another
+  // partner, or not failed, are left alone. Returns the number of rows queued, in one
+  // transaction.
+  std::size_t replay(const std::string& partner_id, const Selection& which, SysTime now);
+  // All the partner's failed deliveries, or the one webhook step `only` (outbox row).
   std::size_t replay(const std::string& partner_id, std::optional<std::int64_t> only, SysTime now);
 
  private:

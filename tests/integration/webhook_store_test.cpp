@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <soci/soci.h>
 
+#include "store/engagement.hpp"
+#include "store/partner_events.hpp"
 #include "store/webhooks.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
@@ -30,7 +32,8 @@ class WebhookStoreTest : public ::testing::Test {
     }
     database_ = database;
     db_.open("postgresql", database);
-    db_ << "DELETE FROM delivery_event; DELETE FROM outbox; DELETE FROM webhook_endpoint";
+    db_ << "DELETE FROM partner_event; DELETE FROM partner_feed; DELETE FROM delivery_event;"
+           " DELETE FROM message_engagement; DELETE FROM outbox; DELETE FROM webhook_endpoint";
     store_ = std::make_unique<Store>(database, 2);
     endpoints_ = std::make_unique<WebhookEndpoints>(*store_);
   }
@@ -207,6 +210,95 @@ TEST_F(WebhookStoreTest, TheCliListsReplaysAndReportsEndpoints) {
   EXPECT_EQ(code, 2) << out;  // --partner is required
   std::tie(code, out) = cli({"resend", "--partner", "acme-it"});
   EXPECT_EQ(code, 2) << out;
+}
+
+// The partner event feed's queue: facts recorded by Store::record and Engagement queue an event
+// only for a partner whose feed wants that type, once per fact; events fail and replay with the
+// failed webhook steps.
+TEST_F(WebhookStoreTest, SentAndBouncedQueueFeedEventsOnceAndOnlyForPartnersThatWantThem) {
+  if (!store_) return;
+  PartnerEvents events(*store_);
+  events.subscribe({{"acme-it", {"sent", "bounced"}}});
+  std::vector<NewMessage> batch;
+  for (const auto& [email, partner] :
+       std::vector<std::pair<std::string, std::string>>{{"ann@example.com", "acme-it"},
+                                                        {"bob@example.com", "acme-it"},
+                                                        {"cat@example.com", "quiet"}}) {
+    NewMessage m;
+    m.kit_id = "q4-cloud";
+    m.kit_version = 1;
+    m.step_id = "announce";
+    m.partner_id = partner;
+    m.email = email;
+    m.contact_json = R"({"email": ")" + email + R"("})";
+    m.due_at = t0;
+    batch.push_back(m);
+  }
+  ASSERT_EQ(store_->enqueue(batch), 3u);
+  auto claimed = store_->claim("test-owner", 10, t0, 60s);
+  ASSERT_EQ(claimed.size(), 3u);
+  std::vector<Outcome> outcomes;
+  for (const auto& row : claimed) {
+    Outcome o;
+    o.id = row.id;
+    o.kind = row.email == "bob@example.com" ? OutcomeKind::bounced : OutcomeKind::sent;
+    o.detail = o.kind == OutcomeKind::sent ? "250 ok" : "550 no such user";
+    o.message_id = "<" + row.email + ">";
+    outcomes.push_back(o);
+  }
+  store_->record("test-owner", outcomes, t0 + 1min);
+  auto count = [&](const std::string& where) {
+    long long n = 0;
+    db_ << "SELECT count(*) FROM partner_event WHERE " + where, soci::into(n);
+    return n;
+  };
+  EXPECT_EQ(count("partner_id = 'quiet'"), 0) << "no feed, no write";
+  EXPECT_EQ(count("event_type = 'sent'"), 1);
+  EXPECT_EQ(count("event_type = 'bounced'"), 1);
+
+  // The relay reports ann's message bounced later, twice: one more event, not two.
+  Engagement engagement(*store_);
+  auto ann = engagement.message_by_message_id("<ann@example.com>");
+  ASSERT_TRUE(ann.has_value());
+  engagement.report(ReportKind::hard_bounce, ann, "", t0 + 1h);
+  engagement.report(ReportKind::hard_bounce, ann, "", t0 + 2h);
+  EXPECT_EQ(count("event_type = 'bounced'"), 2);
+  // Opens are not wanted by this feed: none queued.
+  engagement.record_open(*ann, false, "Mozilla/5.0", t0 + 3h);
+  EXPECT_EQ(count("event_type = 'opened'"), 0);
+
+  auto pushed = events.claim("feed-owner", 10, t0 + 4h, 60s);
+  ASSERT_EQ(pushed.size(), 3u);
+  for (const auto& e : pushed) {
+    EXPECT_EQ(e.partner_id, "acme-it");
+    EXPECT_NE(e.body.find(R"("partner" : "acme-it")"), std::string::npos) << e.body;
+    EXPECT_NE(e.body.find(R"("type" : ")" + e.event_type + "\""), std::string::npos) << e.body;
+  }
+  std::vector<Outcome> results;
+  for (const auto& e : pushed) {
+    Outcome o;
+    o.id = e.id;
+    o.kind = e.event_type == "sent" ? OutcomeKind::failed : OutcomeKind::sent;
+    o.detail = "endpoint answered 410 Gone";
+    results.push_back(o);
+  }
+  events.record("feed-owner", results, t0 + 4h);
+  auto failed = endpoints_->failed("acme-it", 50);
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].event, "sent");
+  EXPECT_EQ(failed[0].email, "ann@example.com");
+  EXPECT_TRUE(endpoints_->failed("quiet", 50).empty());
+  WebhookEndpoints::Selection which;
+  which.all = false;
+  which.events = {failed[0].id};
+  EXPECT_EQ(endpoints_->replay("quiet", which, t0 + 5h), 0u) << "another partner's event";
+  EXPECT_EQ(endpoints_->replay("acme-it", which, t0 + 5h), 1u);
+  EXPECT_EQ(events.claim("feed-owner", 10, t0 + 5h, 60s).size(), 1u);
+
+  events.subscribe({});
+  long long feeds = -1;
+  db_ << "SELECT count(*) FROM partner_feed", soci::into(feeds);
+  EXPECT_EQ(feeds, 0);
 }
 
 }  // namespace

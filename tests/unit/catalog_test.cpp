@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -498,6 +499,30 @@ TEST(Partners, RefusesAWebhookSecretThatIsNotAStandardWebhooksSecretNamingTheFil
     EXPECT_THAT(set.problems[0].message, HasSubstr(message));
     EXPECT_THAT(set.problems[0].text(), Not(HasSubstr(secret))) << "the secret leaked";
   }
+}
+
+TEST(Partners, WebhookEventsTurnTheFeedOnAndAnUnknownEventIsReportedAtItsLine) {
+  TempDir dir;
+  write_acme(dir, replaced(kAcme, "secret_file = \"acme-it.secret\"\n",
+                           "secret_file = \"acme-it.secret\"\nevents = [\"sent\", \"clicked\"]\n"));
+  PartnerSet set = load_partners(dir.path().string());
+  ASSERT_TRUE(set.problems.empty()) << set.problems.front().text();
+  EXPECT_EQ(set.partners.at("acme-it").webhook->events, (std::set<std::string>{"sent", "clicked"}));
+
+  write_acme(dir);
+  set = load_partners(dir.path().string());
+  EXPECT_TRUE(set.partners.at("acme-it").webhook->events.empty()) << "off unless asked for";
+
+  write_acme(dir,
+             replaced(kAcme, "secret_file = \"acme-it.secret\"\n",
+                      "secret_file = \"acme-it.secret\"\nevents = [\"sent\", \"delivered\"]\n"));
+  set = load_partners(dir.path().string());
+  EXPECT_TRUE(set.partners.empty());
+  ASSERT_EQ(set.problems.size(), 1u);
+  EXPECT_EQ(set.problems[0].where, (dir / "acme-it.toml").string() + ":21");
+  EXPECT_THAT(set.problems[0].message,
+              HasSubstr("webhook.events: 'delivered' is not one of sent, bounced, opened, clicked, "
+                        "unsubscribed"));
 }
 
 TEST(Partners, MissingWebhookSecretFileIsReportedForThatPartnerOnly) {
