@@ -381,8 +381,10 @@ ValidKit validate_kit(const std::string& folder, const Config& config, const Par
     if (!partner.active || schedule::ineligibility(valid.kit, partner)) continue;
     ++eligible;
     std::string held;
+    // A name of its own: clang before C++20's P1091 cannot capture a structured binding.
+    const std::string& partner_id = id;
     auto hold = [&](const std::string& why) {
-      problems.push_back("partner '" + id + "': " + why);
+      problems.push_back("partner '" + partner_id + "': " + why);
       held += (held.empty() ? "" : "; ") + why;
     };
     std::vector<std::string> columns;
