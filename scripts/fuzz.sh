@@ -31,7 +31,9 @@ failed=()
 for t in "${targets[@]}"; do
   mkdir -p "build-fuzz/corpus/$t"
   echo "== $t: ${seconds}s"
-  if ! (cd build-fuzz && "./tests/fuzz/fuzz_$t" -max_total_time="$seconds" -max_len=65536 \
+  # 0 seconds: run every seed and regression input once, no mutation (what CI does).
+  if [ "$seconds" = 0 ]; then budget=(-runs=0); else budget=(-max_total_time="$seconds"); fi
+  if ! (cd build-fuzz && "./tests/fuzz/fuzz_$t" "${budget[@]}" -max_len=65536 \
           -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$t-" \
           "corpus/$t" "../tests/fuzz/$t"); then
     failed+=("$t")
