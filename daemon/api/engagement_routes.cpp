@@ -8,6 +8,7 @@
 #include <variant>
 
 #include "api/attribution.hpp"
+#include "api/pages.hpp"
 
 namespace channeld::api {
 
@@ -16,59 +17,6 @@ namespace {
 using nlohmann::json;
 
 constexpr std::string_view kJson = "application/json";
-constexpr std::string_view kHtml = "text/html; charset=utf-8";
-
-std::string escape_html(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
-Response page(int status, const std::string& title, const std::string& body_html) {
-  Response r;
-  r.status = status;
-  r.content_type = std::string(kHtml);
-  r.body =
-      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-      "<meta name=\"robots\" content=\"noindex\"><title>" +
-      escape_html(title) +
-      "</title></head><body style=\"font-family:Arial,Helvetica,sans-serif;max-width:36em;"
-      "margin:3em auto;padding:0 1em;color:#1f2937;\"><h1 style=\"font-size:1.4em;\">" +
-      escape_html(title) + "</h1>" + body_html + "</body></html>\n";
-  // Nothing here may be cached by a proxy or shown in another site's frame.
-  r.headers.emplace("Cache-Control", "no-store");
-  r.headers.emplace("X-Frame-Options", "DENY");
-  r.headers.emplace("Referrer-Policy", "no-referrer");
-  return r;
-}
-
-Response not_found_page() {
-  return page(404, "Link not found",
-              "<p>This link is not valid. If you copied it from an email, check that it was "
-              "copied whole.</p>");
-}
 
 Response json_ok(int status, const json& body) {
   return Response{status, std::string(kJson), body.dump(), {}};
