@@ -1,5 +1,7 @@
 #include "store/engagement.hpp"
 
+#include <future>
+
 #include "store/session.hpp"
 
 namespace channeld::store {
@@ -60,9 +62,39 @@ void queue_feed_event(soci::session& sql, const std::string& kind, long long id,
       soci::use(link_text, link_ind, "link"), soci::into(queued);
 }
 
-// User agents are attacker-chosen text: bounded before they reach the event log.
-std::string clip(const std::string& text) {
-  return text.size() <= 200 ? text : text.substr(0, 200);
+// User agents are attacker-chosen text: bounded before they reach the event log, and made
+// valid UTF-8 without NUL (a byte PostgreSQL's text refuses would fail the whole batch it
+// travels in): each byte that does not start or continue a well-formed sequence becomes '?'.
+std::string clip(std::string_view text) {
+  constexpr std::size_t kMax = 200;
+  std::string out;
+  out.reserve(std::min(text.size(), kMax));
+  std::size_t i = 0;
+  while (i < text.size() && out.size() < kMax) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t n = c < 0x80           ? 1
+                    : (c >> 5) == 0x6  ? 2
+                    : (c >> 4) == 0xE  ? 3
+                    : (c >> 3) == 0x1E ? 4
+                                       : 0;
+    bool ok = n != 0 && c != 0 && i + n <= text.size() && out.size() + n <= kMax;
+    for (std::size_t k = 1; ok && k < n; ++k)
+      ok = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
+    if (ok && n > 1) {
+      // Overlong forms, surrogates and code points past U+10FFFF are not UTF-8 either.
+      const auto c1 = static_cast<unsigned char>(text[i + 1]);
+      ok = !(c == 0xC0 || c == 0xC1 || (c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) ||
+             (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 > 0x8F) || c > 0xF4);
+    }
+    if (ok) {
+      out.append(text.substr(i, n));
+      i += n;
+    } else {
+      out += '?';
+      ++i;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -79,96 +111,152 @@ std::optional<MessageRef> Engagement::message_by_message_id(const std::string& m
   });
 }
 
-void Engagement::grouped(std::string_view what, std::function<void(soci::session&)> work) {
-  Group::Piece mine{what, std::move(work), false, nullptr};
-  std::unique_lock lock(group_.mutex);
-  group_.queue.push_back(&mine);
-  while (!mine.done) {
-    if (group_.running) {
-      group_.finished.wait(lock);
-      continue;
-    }
-    group_.running = true;
-    std::vector<Group::Piece*> pieces;
-    pieces.swap(group_.queue);
-    lock.unlock();
-    try {
-      store_.impl().run(pieces.size() == 1 ? what : "recording opens and clicks",
-                        [&](soci::session& sql) {
-                          soci::transaction tx(sql);
-                          for (Group::Piece* piece : pieces) piece->work(sql);
-                          tx.commit();
-                        });
-    } catch (...) {
-      // Every piece is one well-formed statement about a message just read from the outbox,
-      // so what fails a group is the database itself: each caller gets that error (retrying
-      // pieces one by one would only multiply the wait while the database is away).
-      for (Group::Piece* piece : pieces) piece->error = std::current_exception();
-    }
-    lock.lock();
-    for (Group::Piece* piece : pieces) piece->done = true;
-    group_.running = false;
-    group_.finished.notify_all();
+Engagement::~Engagement() {
+  {
+    std::lock_guard lock(recorder_.mutex);
+    recorder_.stopping = true;
   }
-  if (mine.error) std::rethrow_exception(mine.error);
+  recorder_.wake.notify_all();
+  if (recorder_.thread.joinable()) recorder_.thread.join();
 }
 
-// One statement per open or click: the counters upserted and the event appended together, so
-// a group of N clicks is N round trips and one commit.
-constexpr const char* kRecordOpen = R"(
-  WITH counted AS (
-    INSERT INTO message_engagement (outbox_id, kit_id, partner_id, opens, proxy_opens,
-                                    first_open_at)
-    VALUES (:id, :kit, :partner, 1, :proxy, CAST(:at AS timestamptz))
-    ON CONFLICT (outbox_id) DO UPDATE
-    SET opens = message_engagement.opens + 1,
-        proxy_opens = message_engagement.proxy_opens + EXCLUDED.proxy_opens,
-        first_open_at = COALESCE(message_engagement.first_open_at, EXCLUDED.first_open_at))
-  INSERT INTO delivery_event (outbox_id, at, kind, detail)
-  VALUES (:id, CAST(:at AS timestamptz), :kind, :detail))";
+void Engagement::record(Hit hit, HitRecorded done) {
+  {
+    std::lock_guard lock(recorder_.mutex);
+    if (!recorder_.thread.joinable()) recorder_.thread = std::thread([this] { record_batches(); });
+    recorder_.queue.push_back({std::move(hit), std::move(done)});
+  }
+  recorder_.wake.notify_one();
+}
 
-constexpr const char* kRecordClick = R"(
-  WITH counted AS (
-    INSERT INTO message_engagement (outbox_id, kit_id, partner_id, clicks, human_clicks,
-                                    first_click_at)
-    VALUES (:id, :kit, :partner, 1, :human, CAST(:at AS timestamptz))
+void Engagement::record_batches() {
+  std::vector<Recorder::Queued> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(recorder_.mutex);
+      recorder_.wake.wait(lock, [&] { return recorder_.stopping || !recorder_.queue.empty(); });
+      // Stopping still records what was queued: each hit's caller is waiting for its verdict.
+      if (recorder_.queue.empty()) return;
+      const std::size_t n = std::min(recorder_.queue.size(), kMaxBatch);
+      batch.assign(std::make_move_iterator(recorder_.queue.begin()),
+                   std::make_move_iterator(recorder_.queue.begin() + static_cast<long>(n)));
+      recorder_.queue.erase(recorder_.queue.begin(),
+                            recorder_.queue.begin() + static_cast<long>(n));
+    }
+    std::exception_ptr error;
+    try {
+      write_batch(batch);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    for (auto& queued : batch) {
+      if (queued.done) queued.done(error);
+    }
+    batch.clear();
+  }
+}
+
+// One statement per batch: each column of the batch travels as one array parameter, the
+// counters are upserted once per message (a batch may hold several hits of one message, and
+// an upsert may touch a row only once per statement), every hit is appended to the event log,
+// and each person's open or click asks queue_partner_event whether the partner's feed wants it
+// (the function skips what is queued already: only the first open, and first click of a link).
+constexpr const char* kRecordHits = R"(
+  WITH hit AS (
+    SELECT * FROM unnest(CAST(:id AS bigint[]), CAST(:kit AS text[]), CAST(:partner AS text[]),
+                         CAST(:click AS integer[]), CAST(:proxy AS integer[]),
+                         CAST(:at AS timestamptz[]), CAST(:kind AS text[]),
+                         CAST(:detail AS text[]), CAST(:fact AS text[]), CAST(:link AS text[]))
+      AS h(id, kit, partner, click, proxy, at, kind, detail, fact, link)),
+  counted AS (
+    INSERT INTO message_engagement AS e (outbox_id, kit_id, partner_id, opens, proxy_opens,
+                                         first_open_at, clicks, human_clicks, first_click_at)
+    SELECT id, min(kit), min(partner),
+           count(*) FILTER (WHERE click = 0), count(*) FILTER (WHERE click = 0 AND proxy = 1),
+           min(at) FILTER (WHERE click = 0),
+           count(*) FILTER (WHERE click = 1), count(*) FILTER (WHERE click = 1 AND proxy = 0),
+           min(at) FILTER (WHERE click = 1)
+    FROM hit GROUP BY id
     ON CONFLICT (outbox_id) DO UPDATE
-    SET clicks = message_engagement.clicks + 1,
-        human_clicks = message_engagement.human_clicks + EXCLUDED.human_clicks,
-        first_click_at = COALESCE(message_engagement.first_click_at, EXCLUDED.first_click_at))
-  INSERT INTO delivery_event (outbox_id, at, kind, detail)
-  VALUES (:id, CAST(:at AS timestamptz), :kind, :detail))";
+    SET opens = e.opens + EXCLUDED.opens,
+        proxy_opens = e.proxy_opens + EXCLUDED.proxy_opens,
+        first_open_at = COALESCE(e.first_open_at, EXCLUDED.first_open_at),
+        clicks = e.clicks + EXCLUDED.clicks,
+        human_clicks = e.human_clicks + EXCLUDED.human_clicks,
+        first_click_at = COALESCE(e.first_click_at, EXCLUDED.first_click_at)),
+  logged AS (
+    INSERT INTO delivery_event (outbox_id, at, kind, detail)
+    SELECT id, at, kind, detail FROM hit)
+  SELECT count(queue_partner_event(CASE WHEN click = 1 THEN 'clicked' ELSE 'opened' END, id,
+                                   fact, at, NULLIF(link, '')))
+  FROM hit WHERE proxy = 0)";
+
+void Engagement::write_batch(const std::vector<Recorder::Queued>& batch) {
+  ArrayLiteral id, kit, partner, click, proxy, at, kind, detail, fact, link;
+  for (const auto& [hit, done] : batch) {
+    id.add(static_cast<long long>(hit.outbox_id));
+    kit.add(hit.kit_id);
+    partner.add(hit.partner_id);
+    click.add(hit.click ? 1LL : 0LL);
+    proxy.add(hit.proxy ? 1LL : 0LL);
+    at.add(hit.at);
+    if (hit.click) {
+      kind.add(hit.proxy ? "clicked_by_scanner" : "clicked");
+      detail.add("link " + std::to_string(hit.link_index) + "; " + clip(hit.user_agent));
+      fact.add(static_cast<long long>(hit.link_index));
+      link.add(hit.link);
+    } else {
+      kind.add(hit.proxy ? "opened_by_proxy" : "opened");
+      detail.add(clip(hit.user_agent));
+      fact.add("");
+      link.add("");
+    }
+  }
+  const std::string ids = id.text(), kits = kit.text(), partners = partner.text(),
+                    clicks = click.text(), proxies = proxy.text(), ats = at.text(),
+                    kinds = kind.text(), details = detail.text(), facts = fact.text(),
+                    links = link.text();
+  store_.impl().run(
+      batch.size() == 1 ? (batch.front().hit.click ? "recording a click" : "recording an open")
+                        : "recording opens and clicks",
+      [&](soci::session& sql) {
+        soci::transaction tx(sql);
+        long long queued = 0;
+        sql << kRecordHits, soci::use(ids, "id"), soci::use(kits, "kit"),
+            soci::use(partners, "partner"), soci::use(clicks, "click"), soci::use(proxies, "proxy"),
+            soci::use(ats, "at"), soci::use(kinds, "kind"), soci::use(details, "detail"),
+            soci::use(facts, "fact"), soci::use(links, "link"), soci::into(queued);
+        tx.commit();
+      });
+}
+
+namespace {
+
+void record_and_wait(Engagement& engagement, Hit hit) {
+  std::promise<void> recorded;
+  auto future = recorded.get_future();
+  engagement.record(std::move(hit), [&recorded](std::exception_ptr error) {
+    if (error) {
+      recorded.set_exception(error);
+    } else {
+      recorded.set_value();
+    }
+  });
+  future.get();
+}
+
+}  // namespace
 
 void Engagement::record_open(const MessageRef& message, bool proxy, const std::string& user_agent,
                              SysTime now) {
-  const std::string at = timestamp_text(now);
-  const long long id = message.outbox_id;
-  const int proxied = proxy ? 1 : 0;
-  const std::string kind = proxy ? "opened_by_proxy" : "opened";
-  const std::string detail = clip(user_agent);
-  grouped("recording an open", [&](soci::session& sql) {
-    sql << kRecordOpen, soci::use(id, "id"), soci::use(message.kit_id, "kit"),
-        soci::use(message.partner_id, "partner"), soci::use(proxied, "proxy"),
-        soci::use(at, "at"), soci::use(kind, "kind"), soci::use(detail, "detail");
-    // The first open by a person: a proxy's fetch says nothing about a reader.
-    if (!proxy) queue_feed_event(sql, "opened", id, "", at, std::nullopt);
-  });
+  record_and_wait(*this, Hit{false, message.outbox_id, message.kit_id, message.partner_id, proxy, 0,
+                             "", user_agent, now});
 }
 
 void Engagement::record_click(const MessageRef& message, int link_index, const std::string& link,
                               bool proxy, const std::string& user_agent, SysTime now) {
-  const std::string at = timestamp_text(now);
-  const long long id = message.outbox_id;
-  const int human = proxy ? 0 : 1;
-  const std::string kind = proxy ? "clicked_by_scanner" : "clicked";
-  const std::string detail = "link " + std::to_string(link_index) + "; " + clip(user_agent);
-  grouped("recording a click", [&](soci::session& sql) {
-    sql << kRecordClick, soci::use(id, "id"), soci::use(message.kit_id, "kit"),
-        soci::use(message.partner_id, "partner"), soci::use(human, "human"),
-        soci::use(at, "at"), soci::use(kind, "kind"), soci::use(detail, "detail");
-    // Each link a person clicked, once: a scanner's click is no interest.
-    if (!proxy) queue_feed_event(sql, "clicked", id, std::to_string(link_index), at, link);
-  });
+  record_and_wait(*this, Hit{true, message.outbox_id, message.kit_id, message.partner_id, proxy,
+                             link_index, link, user_agent, now});
 }
 
 bool Engagement::unsubscribe(const std::string& partner_id, const std::string& email, SysTime now) {

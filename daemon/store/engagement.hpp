@@ -7,12 +7,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "store/store.hpp"
@@ -49,6 +51,24 @@ struct Touch {
 };
 
 enum class ReportKind { hard_bounce, soft_bounce, complaint };
+
+// One open (the pixel was fetched) or one click of the kit's link `link`, the `link_index`th of
+// the message. `proxy`: fetched by a privacy proxy or link scanner, counted in the totals but
+// not as a person's open or click.
+struct Hit {
+  bool click = false;
+  std::int64_t outbox_id = 0;
+  std::string kit_id;
+  std::string partner_id;
+  bool proxy = false;
+  int link_index = 0;      // clicks only
+  std::string link;        // clicks only
+  std::string user_agent;  // attacker-chosen: clipped and made valid UTF-8 before it is stored
+  SysTime at{};
+};
+// Called once a hit's transaction committed (nullptr: durable) or failed (the error), on the
+// recorder's thread: it must not block.
+using HitRecorded = std::function<void(std::exception_ptr)>;
 
 struct LeadRecord {
   std::string partner_id;
@@ -94,12 +114,17 @@ class Engagement {
   std::optional<MessageRef> message_by_key(const std::string& idempotency_key);
   std::optional<MessageRef> message_by_message_id(const std::string& message_id);
 
-  // One open (the pixel was fetched) or click of the kit's link `link`, the `link_index`th of
-  // the message. `proxy`: fetched by a privacy proxy or link scanner, counted in the totals but
-  // not as a person's open or click. A person's first open, and first click of each link, also
-  // queue a partner feed event when the partner's feed wants it. Durable when it returns.
-  // Concurrent calls share one transaction and one commit (see Group), so a burst of clicks
-  // costs one fsync per group rather than one per click, and one pooled session.
+  ~Engagement();  // records what is queued, then stops the recorder
+  Engagement(const Engagement&) = delete;
+  Engagement& operator=(const Engagement&) = delete;
+
+  // Records an open or click (see Hit) without waiting: `done` hears when it is durable. A
+  // person's first open, and first click of each link, also queue a partner feed event when the
+  // partner's feed wants it, in the same transaction. Hits queued meanwhile are recorded
+  // together by one thread, in one statement and one commit (see Recorder), so a burst of
+  // clicks costs one fsync and one round trip per batch rather than per click.
+  void record(Hit hit, HitRecorded done);
+  // The same, waiting until the hit is durable; throws StoreError if it could not be recorded.
   void record_open(const MessageRef& message, bool proxy, const std::string& user_agent,
                    SysTime now);
   void record_click(const MessageRef& message, int link_index, const std::string& link, bool proxy,
@@ -136,26 +161,28 @@ class Engagement {
   std::optional<std::pair<std::string, std::string>> token_by_hash(const std::string& token_hash);
 
  private:
-  // Group commit, leader/follower: a caller queues its work; if no transaction is running, it
-  // becomes the leader and runs everything queued (its own and what others queued meanwhile) in
-  // one transaction, then wakes the others. No thread of its own, so nothing to start or stop.
-  // If the group's transaction fails, every caller in the group gets the error.
-  struct Group {
-    struct Piece {
-      std::string_view what;
-      std::function<void(soci::session&)> work;
-      bool done = false;
-      std::exception_ptr error;
+  // Group commit on a thread of its own: record() queues, the thread takes everything queued
+  // (up to kMaxBatch), writes it in one transaction, and reports to each caller. Started on
+  // the first hit, so a process that records none (the CLI) has no such thread. If a batch's
+  // transaction fails, every hit in it gets the error: each is one well-formed row about a
+  // message just read from the outbox, so what fails a batch is the database itself.
+  struct Recorder {
+    struct Queued {
+      Hit hit;
+      HitRecorded done;
     };
     std::mutex mutex;
-    std::condition_variable finished;
-    std::vector<Piece*> queue;
-    bool running = false;
+    std::condition_variable wake;
+    std::deque<Queued> queue;
+    bool stopping = false;
+    std::thread thread;
   };
-  void grouped(std::string_view what, std::function<void(soci::session&)> work);
+  static constexpr std::size_t kMaxBatch = 1000;
+  void record_batches();
+  void write_batch(const std::vector<Recorder::Queued>& batch);
 
   Store& store_;
-  Group group_;
+  Recorder recorder_;
 };
 
 }  // namespace channeld::store

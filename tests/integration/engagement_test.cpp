@@ -11,6 +11,7 @@
 #include <soci/soci.h>
 
 #include <atomic>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -187,6 +188,37 @@ TEST_F(EngagementApi, ConcurrentClicksAndOpensAreEachRecordedExactlyOnce) {
   EXPECT_EQ(engagement_of(acme_, "opens"), kClients / 2 * kEach);
   EXPECT_EQ(scalar("SELECT count(*) FROM delivery_event WHERE kind IN ('clicked', 'opened')"),
             kClients * kEach);
+}
+
+// User agents are whatever a client sends. Hits share one statement, so one agent PostgreSQL's
+// text cannot hold (bytes that are not UTF-8, a NUL, a multi-byte character cut at the length
+// limit) must cost nothing: it is stored cleaned, and the hits batched with it are recorded.
+TEST_F(EngagementApi, AUserAgentThatIsNotUtf8IsStoredCleanedAndCostsNoOtherHit) {
+  const auto message = engagement_->message_by_key(acme_);
+  ASSERT_TRUE(message);
+  const std::string cut = std::string(199, 'a') + "\xc3\xa9";  // 'e-acute' across byte 200
+  const std::vector<std::string> agents = {std::string("bad \xff\xfe agent"),
+                                           std::string("nul \0 inside", 12), cut, kBrowser};
+  std::atomic<int> recorded{0};
+  std::promise<void> all;
+  for (const auto& agent : agents) {
+    engagement_->record(store::Hit{true, message->outbox_id, message->kit_id, message->partner_id,
+                                   false, 0, kOffer, agent, kSent},
+                        [&](std::exception_ptr error) {
+                          if (!error && ++recorded == static_cast<int>(agents.size()))
+                            all.set_value();
+                        });
+  }
+  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_EQ(engagement_of(acme_, "clicks"), 4);
+  soci::session db("postgresql", db_);
+  std::vector<std::string> details(8);
+  db << "SELECT detail FROM delivery_event WHERE kind = 'clicked' ORDER BY id", soci::into(details);
+  ASSERT_EQ(details.size(), 4u);
+  EXPECT_EQ(details[0], "link 0; bad ?? agent");
+  EXPECT_EQ(details[1], "link 0; nul ? inside");
+  EXPECT_EQ(details[2], "link 0; " + std::string(199, 'a') + "?") << "no half character";
+  EXPECT_EQ(details[3], std::string("link 0; ") + kBrowser);
 }
 
 TEST_F(EngagementApi, AnOpenPixelRecordsItsMessageAndFlagsPrivacyProxies) {
