@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <future>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <variant>
 
 #include "api/attribution.hpp"
 #include "api/pages.hpp"
+#include "api/tracker.hpp"
 
 namespace channeld::api {
 
@@ -24,11 +26,6 @@ Response json_ok(int status, const json& body) {
 
 std::string tail(const Request& request, std::string_view prefix) {
   return request.path.substr(prefix.size());
-}
-
-std::string header(const Request& request, const std::string& name) {
-  auto it = request.headers.find(name);
-  return it == request.headers.end() ? std::string() : it->second;
 }
 
 // The body as a JSON object, or the 400 to send.
@@ -72,15 +69,6 @@ std::string lower(std::string text) {
   return text;
 }
 
-// A 1x1 transparent GIF.
-const std::string& pixel() {
-  static const std::string kGif(
-      "GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\x21\xf9\x04\x01\x00\x00\x00"
-      "\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b",
-      43);
-  return kGif;
-}
-
 // RFC 8058: the one-click POST carries List-Unsubscribe=One-Click, form-encoded or multipart.
 // The confirmation page's form sends the same field.
 bool one_click(const Request& request) {
@@ -94,43 +82,6 @@ bool one_click(const Request& request) {
 class Handlers {
  public:
   explicit Handlers(EngagementDeps deps) : deps_(std::move(deps)) {}
-
-  Response click(const Request& request) const {
-    const auto settings = deps_.settings();
-    auto target = render::verify_click_token(settings.link_secret, tail(request, "/c/"));
-    if (!target) return not_found_page();
-    auto message = deps_.store->message_by_key(target->idempotency_key);
-    if (!message) return not_found_page();
-    auto url = deps_.link(*message, *target);
-    if (!url) {
-      return page(410, "Link no longer available",
-                  "<p>The campaign this link came from has changed and no longer has this "
-                  "link.</p>");
-    }
-    const std::string agent = header(request, "user-agent");
-    // Recorded before answering: a click that was redirected is a click that was counted.
-    deps_.store->record_click(*message, target->index, *url, is_machine_fetch(agent), agent,
-                              deps_.clock());
-    Response r{302, "text/plain; charset=utf-8", "", {}};
-    r.headers.emplace("Location", *url);
-    r.headers.emplace("Cache-Control", "no-store");
-    r.headers.emplace("Referrer-Policy", "no-referrer");
-    return r;
-  }
-
-  Response open(const Request& request) const {
-    const auto settings = deps_.settings();
-    auto key = render::verify_open_token(settings.link_secret, tail(request, "/o/"));
-    if (!key) return json_error(404, "no such tracking pixel");
-    auto message = deps_.store->message_by_key(*key);
-    if (!message) return json_error(404, "no such tracking pixel");
-    const std::string agent = header(request, "user-agent");
-    if (request.method != "HEAD")
-      deps_.store->record_open(*message, is_machine_fetch(agent), agent, deps_.clock());
-    Response r{200, "image/gif", pixel(), {}};
-    r.headers.emplace("Cache-Control", "no-store, no-cache, must-revalidate, private");
-    return r;
-  }
 
   Response unsubscribe_page(const Request& request) const {
     const auto settings = deps_.settings();
@@ -331,16 +282,30 @@ class Handlers {
   EngagementDeps deps_;
 };
 
+// A tracking request answered on this (httplib worker) thread: the Tracker may reply from the
+// recorder's thread once the hit is durable, so the worker waits for that reply.
+Response tracked(Tracker& tracker, const Request& request) {
+  std::promise<Response> answered;
+  auto answer = answered.get_future();
+  if (!tracker.serve(
+          request, [&answered](Response r) { answered.set_value(std::move(r)); }, true))
+    return not_found_page();
+  return answer.get();
+}
+
 }  // namespace
 
-std::vector<Route> engagement_routes(EngagementDeps deps) {
+std::vector<Route> engagement_routes(EngagementDeps deps, std::shared_ptr<Tracker> tracker) {
+  if (!tracker) tracker = std::make_shared<Tracker>(deps);
   auto h = std::make_shared<const Handlers>(std::move(deps));
   const std::vector<Role> anyone;
   std::vector<Route> routes;
-  routes.push_back(
-      {"GET", "/c/", anyone, [h](const Request& r, const Principal*) { return h->click(r); }});
-  routes.push_back(
-      {"GET", "/o/", anyone, [h](const Request& r, const Principal*) { return h->open(r); }});
+  routes.push_back({"GET", "/c/", anyone, [tracker](const Request& r, const Principal*) {
+                      return tracked(*tracker, r);
+                    }});
+  routes.push_back({"GET", "/o/", anyone, [tracker](const Request& r, const Principal*) {
+                      return tracked(*tracker, r);
+                    }});
   routes.push_back({"GET", "/u/", anyone,
                     [h](const Request& r, const Principal*) { return h->unsubscribe_page(r); }});
   routes.push_back({"POST", "/u/", anyone,

@@ -10,7 +10,9 @@
 // callbacks, so they never touch the daemon's snapshot or loops directly.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,8 +39,14 @@ struct EngagementDeps {
   // A partner's display name for the unsubscribe page; the id itself when unknown.
   std::function<std::string(const std::string& partner_id)> partner_name;
   std::function<SysTime()> clock;
+  // Changes whenever the kits may have changed, so links cached from an older kit are resolved
+  // again. Empty: the links never change (tests with a fixed kit).
+  std::function<std::uint64_t()> generation;
 };
 
-std::vector<Route> engagement_routes(EngagementDeps deps);
+class Tracker;
+// The clicks and opens go through `tracker` (one made from `deps` when null), so a daemon that
+// also serves them from its public front shares one link cache between both servers.
+std::vector<Route> engagement_routes(EngagementDeps deps, std::shared_ptr<Tracker> tracker = {});
 
 }  // namespace channeld::api

@@ -25,6 +25,7 @@
 
 #include "api/engagement_routes.hpp"
 #include "api/http_server.hpp"
+#include "api/tracker.hpp"
 #include "api/mdf_routes.hpp"
 #include "api/proof_routes.hpp"
 #include "app/dispatcher.hpp"
@@ -308,7 +309,9 @@ class Daemon {
                                                    : partner->branding.sender_name;
     };
     deps.clock = system_now;
-    routes.add(api::engagement_routes(std::move(deps)));
+    deps.generation = [this] { return snapshots_.generation(); };
+    tracker_ = std::make_shared<api::Tracker>(deps);
+    routes.add(api::engagement_routes(std::move(deps), tracker_));
     api::MdfDeps mdf_deps;
     mdf_deps.store = &api_store_;
     // The report from the current snapshot's config and partner files, as the CLI reads them.
@@ -896,6 +899,7 @@ class Daemon {
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<EventFeed> event_feed_;
   std::unique_ptr<catalog::FolderWatcher> watcher_;
+  std::shared_ptr<api::Tracker> tracker_;  // clicks and opens, shared by the HTTP servers
   std::unique_ptr<api::HttpServer> http_;
   bool stopping_ = false;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> stop_work_;

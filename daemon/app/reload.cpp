@@ -21,6 +21,7 @@ const std::vector<std::pair<std::string, Same>>& keys() {
       {"database.api_session_wait",
        same([](const Config& c) { return c.database.api_session_wait; })},
       {"http.listen", same([](const Config& c) { return c.http.listen; })},
+      {"http.public_listen", same([](const Config& c) { return c.http.public_listen; })},
       {"paths.campaigns", same([](const Config& c) { return c.paths.campaigns; })},
       {"paths.partners", same([](const Config& c) { return c.paths.partners; })},
       {"paths.outbox", same([](const Config& c) { return c.paths.outbox; })},

@@ -3,6 +3,8 @@
 // the dispatcher and planner read a consistent set without locks while a reload runs.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -64,11 +66,16 @@ class SnapshotHolder {
   void publish(std::shared_ptr<const Snapshot> next) {
     std::lock_guard lock(mutex_);
     current_ = std::move(next);
+    generation_.fetch_add(1, std::memory_order_release);
   }
+  // Counts publishes: what was derived from an older snapshot (a cached link) is stale when it
+  // changed. Cheaper than get() for a caller that only needs to know that.
+  std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
  private:
   mutable std::mutex mutex_;  // guards current_ (the pointer, not the snapshot: that is const)
   std::shared_ptr<const Snapshot> current_;
+  std::atomic<std::uint64_t> generation_{0};
 };
 
 // The last good version of each kit folder and partner file, as the daemon keeps it in the

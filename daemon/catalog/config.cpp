@@ -173,6 +173,13 @@ void read_http(TomlTable& root, const std::string& base, Config& config) {
     }
     h.listen = *listen;
   }
+  if (auto listen = t.string("public_listen")) {
+    if (!listen->empty() && !is_listen_address(*listen)) {
+      throw t.error("public_listen",
+                    "'" + *listen + "' is not host:port, e.g. \"0.0.0.0:8080\" (or \"\" for none)");
+    }
+    h.public_listen = *listen;
+  }
   h.public_url = t.required_string("public_url");
   if (!detail::is_http_url(h.public_url)) {
     throw t.error("public_url", "'" + h.public_url + "' must be an http:// or https:// URL");

@@ -199,6 +199,9 @@ struct Config {
 
   struct Http {
     std::string listen = "127.0.0.1:8025";
+    // "" = off. Otherwise a second address serving the same endpoints, clicks, opens and
+    // /healthz on an event-driven server and everything else relayed to `listen`.
+    std::string public_listen;
     std::string public_url;
     std::string link_secret_file;  // HMAC key for unsubscribe and tracking link tokens
   } http;

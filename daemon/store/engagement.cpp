@@ -129,11 +129,18 @@ void Engagement::record(Hit hit, HitRecorded done) {
   recorder_.wake.notify_one();
 }
 
+void Engagement::drain() {
+  std::unique_lock lock(recorder_.mutex);
+  recorder_.idle.wait(lock, [&] { return recorder_.queue.empty() && !recorder_.writing; });
+}
+
 void Engagement::record_batches() {
   std::vector<Recorder::Queued> batch;
   for (;;) {
     {
       std::unique_lock lock(recorder_.mutex);
+      recorder_.writing = false;
+      if (recorder_.queue.empty()) recorder_.idle.notify_all();
       recorder_.wake.wait(lock, [&] { return recorder_.stopping || !recorder_.queue.empty(); });
       // Stopping still records what was queued: each hit's caller is waiting for its verdict.
       if (recorder_.queue.empty()) return;
@@ -142,6 +149,7 @@ void Engagement::record_batches() {
                    std::make_move_iterator(recorder_.queue.begin() + static_cast<long>(n)));
       recorder_.queue.erase(recorder_.queue.begin(),
                             recorder_.queue.begin() + static_cast<long>(n));
+      recorder_.writing = true;
     }
     std::exception_ptr error;
     try {

@@ -124,6 +124,8 @@ class Engagement {
   // together by one thread, in one statement and one commit (see Recorder), so a burst of
   // clicks costs one fsync and one round trip per batch rather than per click.
   void record(Hit hit, HitRecorded done);
+  // Waits until every hit queued so far has been recorded (or failed) and its `done` has run.
+  void drain();
   // The same, waiting until the hit is durable; throws StoreError if it could not be recorded.
   void record_open(const MessageRef& message, bool proxy, const std::string& user_agent,
                    SysTime now);
@@ -174,6 +176,8 @@ class Engagement {
     std::mutex mutex;
     std::condition_variable wake;
     std::deque<Queued> queue;
+    bool writing = false;          // a batch taken from the queue is being recorded
+    std::condition_variable idle;  // the queue is empty and no batch is being recorded
     bool stopping = false;
     std::thread thread;
   };

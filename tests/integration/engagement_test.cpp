@@ -12,12 +12,14 @@
 
 #include <atomic>
 #include <future>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "api/auth.hpp"
 #include "api/engagement_routes.hpp"
 #include "api/http_server.hpp"
+#include "api/tracker.hpp"
 #include "render/render.hpp"
 #include "store/store.hpp"
 #include "support/support.hpp"
@@ -219,6 +221,74 @@ TEST_F(EngagementApi, AUserAgentThatIsNotUtf8IsStoredCleanedAndCostsNoOtherHit) 
   EXPECT_EQ(details[1], "link 0; nul ? inside");
   EXPECT_EQ(details[2], "link 0; " + std::string(199, 'a') + "?") << "no half character";
   EXPECT_EQ(details[3], std::string("link 0; ") + kBrowser);
+}
+
+// The Tracker as the public front uses it: cache misses looked up on another thread, answers
+// given once the hit is durable. Each token's link is resolved once, and again after the kits
+// change; a HEAD of the pixel is not an open; a forged token is answered at once.
+TEST_F(EngagementApi, ATrackerResolvesEachLinkOnceUntilTheKitsChange) {
+  std::atomic<int> resolved{0};
+  std::atomic<std::uint64_t> kits{1};
+  EngagementDeps deps;
+  deps.store = engagement_.get();
+  deps.settings = [] { return EngagementSettings{kSecret, std::chrono::hours(24 * 90), "USD"}; };
+  deps.link = [&](const store::MessageRef&, const render::ClickTarget&) {
+    ++resolved;
+    return std::optional<std::string>(kOffer);
+  };
+  deps.clock = [] { return kSent + std::chrono::hours(24); };
+  deps.generation = [&] { return kits.load(); };
+  std::mutex offloaded_mutex;
+  std::vector<std::thread> offloaded;
+  Tracker tracker(deps, [&](std::function<void()> work) {
+    std::lock_guard lock(offloaded_mutex);
+    offloaded.emplace_back(std::move(work));
+  });
+  auto ask = [&](const std::string& method, const std::string& path) {
+    Request request;
+    request.method = method;
+    request.path = path;
+    request.headers["user-agent"] = kBrowser;
+    auto answered = std::make_shared<std::promise<Response>>();
+    auto answer = answered->get_future();
+    EXPECT_TRUE(tracker.serve(request, [answered](Response r) { answered->set_value(r); }));
+    EXPECT_EQ(answer.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    return answer.get();
+  };
+  const auto click = "/c/" + render::click_token(kSecret, acme_, 0, kOffer);
+  for (int i = 0; i < 3; ++i) {
+    const Response r = ask("GET", click);
+    EXPECT_EQ(r.status, 302);
+    EXPECT_EQ(r.headers.at("Location"), kOffer);
+  }
+  EXPECT_EQ(resolved.load(), 1) << "the second and third clicks came from the cache";
+  kits = 2;
+  EXPECT_EQ(ask("GET", click).status, 302);
+  EXPECT_EQ(resolved.load(), 2) << "new kits: the link is resolved again";
+  EXPECT_EQ(engagement_of(acme_, "clicks"), 4) << "every click recorded, cached or not";
+
+  const auto pixel = "/o/" + render::open_token(kSecret, northwind_);
+  EXPECT_EQ(ask("HEAD", pixel).status, 200);
+  EXPECT_EQ(engagement_of(northwind_, "opens"), 0) << "a HEAD is not an open";
+  EXPECT_EQ(ask("GET", pixel).status, 200);
+  EXPECT_EQ(engagement_of(northwind_, "opens"), 1);
+  EXPECT_EQ(tracker.cached(), 2u);
+
+  std::string forged = click;
+  forged[forged.size() - 2] = forged[forged.size() - 2] == 'A' ? 'B' : 'A';
+  bool answered_at_once = false;
+  Request request;
+  request.method = "GET";
+  request.path = forged;
+  EXPECT_TRUE(tracker.serve(request, [&](Response r) {
+    answered_at_once = true;
+    EXPECT_EQ(r.status, 404);
+  }));
+  EXPECT_TRUE(answered_at_once);
+  request.path = "/healthz";
+  EXPECT_FALSE(tracker.serve(request, [](Response) { ADD_FAILURE() << "not a tracking path"; }));
+  std::lock_guard lock(offloaded_mutex);
+  for (auto& t : offloaded) t.join();
 }
 
 TEST_F(EngagementApi, AnOpenPixelRecordsItsMessageAndFlagsPrivacyProxies) {

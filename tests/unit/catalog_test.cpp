@@ -114,6 +114,23 @@ TEST(Config, LoadsTheContractExample) {
   EXPECT_EQ(config.mdf.program_costs_minor.at("2026-Q4"), 4500000);
 }
 
+TEST(Config, PublicListenIsOffByDefaultAndMustBeHostAndPort) {
+  TempDir dir;
+  std::string path = (dir / "channeld.toml").string();
+  write_file(path, kMinimalConfig);
+  EXPECT_EQ(load_config(path).http.public_listen, "");
+  std::string config = kMinimalConfig;
+  config.replace(config.find("[http]\n"), 7, "[http]\npublic_listen = \"[::]:8080\"\n");
+  write_file(path, config);
+  EXPECT_EQ(load_config(path).http.public_listen, "[::]:8080");
+  config.replace(config.find("[::]:8080"), 9, "8080");
+  write_file(path, config);
+  EXPECT_EQ(error_of([&] { load_config(path); }),
+            path +
+                ":4: http.public_listen: '8080' is not host:port, e.g. \"0.0.0.0:8080\" (or "
+                "\"\" for none)");
+}
+
 TEST(Config, ReadsTheMarginRateExactlyAndRefusesBadProgramCosts) {
   TempDir dir;
   std::string path = (dir / "channeld.toml").string();
