@@ -333,6 +333,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // ---- answers -----------------------------------------------------------------------------
 
   void start_head(int status, std::string_view reason) {
+    // RFC 9110 8.6: no Content-Length (and no body) in a 1xx or 204; a 304 has no body either.
+    bodiless_ = (status >= 100 && status < 200) || status == 204 || status == 304;
     out_.clear();
     out_.append("HTTP/1.1 ");
     append_number(out_, static_cast<std::uint64_t>(status));
@@ -343,7 +345,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Ends the head (length, connection) and writes head and body.
   void finish_and_write(std::string_view content_length) {
-    append_header(out_, "Content-Length", content_length);
+    if (!bodiless_) append_header(out_, "Content-Length", content_length);
     if (!keep_alive_) {
       append_header(out_, "Connection", "close");
     } else if (version_ == 10) {
@@ -351,7 +353,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     out_.append("\r\n");
     const std::array<asio::const_buffer, 2> buffers{
-        asio::buffer(out_), head_ ? asio::const_buffer() : asio::buffer(body_)};
+        asio::buffer(out_), head_ || bodiless_ ? asio::const_buffer() : asio::buffer(body_)};
     stream_.expires_after(server_.limits.write_timeout);
     asio::async_write(stream_, buffers,
                       [self = shared_from_this()](beast::error_code ec, std::size_t) {
@@ -488,6 +490,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t sequence_ = 0;
   std::uint64_t awaiting_ = 0;  // the request whose Reply is awaited; 0 when none is
   bool head_ = false;
+  bool bodiless_ = false;  // the status of the response being written allows no body
   bool keep_alive_ = false;
   unsigned version_ = 11;
   bool closed_ = false;

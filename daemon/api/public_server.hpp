@@ -55,6 +55,9 @@ struct PublicLimits {
   std::chrono::milliseconds write_timeout{10'000};
 };
 
+// HTTP/1.1 and 1.0 with bounded keep-alive; one request at a time per connection, so answers go
+// out in the order of the requests. Every response carries Content-Length (but a 204 or 304, which
+// has no body) and the server's own Connection header; TCP_NODELAY is set on every socket.
 class PublicServer {
  public:
   // Binds now, like HttpServer: InputError for a malformed address, std::runtime_error naming

@@ -274,6 +274,7 @@ TEST_F(PublicServerTest, TheRequestCarriesTheDecodedPathQueryAndLowerCasedHeader
   const auto reply = raw.read_reply();
   ASSERT_TRUE(reply);
   EXPECT_EQ(reply->status(), 204);
+  EXPECT_EQ(reply->head.find("Content-Length"), std::string::npos) << "RFC 9110 8.6: not in a 204";
   const Request request = seen.get_future().get();
   EXPECT_EQ(request.method, "POST");
   EXPECT_EQ(request.path, "/c/a/b");
