@@ -375,6 +375,21 @@ TEST_F(PublicServerTest, Http10IsClosedAfterOneResponseUnlessItAsksForKeepAlive)
   EXPECT_EQ(second->body, "fast c");
 }
 
+TEST_F(PublicServerTest, AClientExpecting100ContinueIsToldToSendItsBody) {
+  Raw raw(port());
+  ASSERT_TRUE(
+      raw.send("POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+               "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\n"));
+  const auto go_on = raw.read_reply();
+  ASSERT_TRUE(go_on);
+  EXPECT_EQ(go_on->status(), 100);
+  ASSERT_TRUE(raw.send("hello"));
+  const auto reply = raw.read_reply();
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->status(), 201);
+  EXPECT_EQ(json::parse(reply->body)["body"], "hello");
+}
+
 // ---- relay -------------------------------------------------------------------------------
 
 TEST_F(PublicServerTest, ADeclinedPostReachesTheUpstreamAndItsAnswerComesBackWhole) {
