@@ -202,12 +202,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
     if (upstream_) upstream_->close();
+    if (reply_timer_) reply_timer_->cancel();
     server_.connections.erase(this);  // may drop the last owner: callers hold a shared_ptr
   }
 
   void on_reply(std::uint64_t sequence, Response response) {
     if (closed_ || sequence != awaiting_) return;
     awaiting_ = 0;
+    if (reply_timer_) reply_timer_->cancel();
     answer(std::move(response));
   }
 
@@ -301,10 +303,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
     } catch (...) {
       return on_reply(sequence, failure_response(std::current_exception()));
     }
+    if (awaiting_ != sequence) return;  // answered already, synchronously
     if (!served) {
       awaiting_ = 0;
-      relay();
+      return relay();
     }
+    // A Reply to come: bounded, so that a handler that loses one cannot hold the connection.
+    if (!reply_timer_) reply_timer_.emplace(server_.io);
+    reply_timer_->expires_after(server_.limits.reply_timeout);
+    reply_timer_->async_wait([self = shared_from_this(), sequence](beast::error_code ec) {
+      if (ec == asio::error::operation_aborted) return;
+      if (ec || self->closed_ || self->awaiting_ != sequence) return;
+      self->awaiting_ = 0;
+      self->answer(json_error(504, "no answer within " +
+                                       std::to_string(self->server_.limits.reply_timeout.count()) +
+                                       " ms"));
+    });
   }
 
   Request to_request(http::request<http::string_body>& message) {
@@ -489,6 +503,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::size_t served_ = 0;
   std::uint64_t sequence_ = 0;
   std::uint64_t awaiting_ = 0;  // the request whose Reply is awaited; 0 when none is
+  std::optional<asio::steady_timer> reply_timer_;  // made when a Reply is first awaited
   bool head_ = false;
   bool bodiless_ = false;  // the status of the response being written allows no body
   bool keep_alive_ = false;

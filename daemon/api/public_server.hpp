@@ -51,6 +51,9 @@ struct PublicLimits {
   std::size_t max_body_bytes = HttpServer::kMaxBodyBytes;
   // A relayed request must be answered in full by the upstream within this time, or 504.
   std::chrono::milliseconds upstream_timeout{30'000};
+  // A FastHandler that took a request must call its Reply within this time, or the client gets
+  // 504 (and the late Reply does nothing).
+  std::chrono::milliseconds reply_timeout{30'000};
   // The response to one request must be written within this time, or the connection is closed.
   std::chrono::milliseconds write_timeout{10'000};
 };

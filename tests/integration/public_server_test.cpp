@@ -466,6 +466,27 @@ TEST(PublicServerRelay, AnUpstreamThatTakesTooLongGivesAJson504) {
   EXPECT_EQ(upstream.slow_waiting(), 1) << "the request reached the upstream";
 }
 
+TEST(PublicServerRelay, AFastHandlerThatNeverRepliesGivesAJson504AndALateReplyDoesNothing) {
+  Upstream upstream;
+  HeldReplies held;
+  PublicLimits limits;
+  limits.reply_timeout = 300ms;
+  PublicServer server("127.0.0.1:0", upstream.address(), limits, fast_handler(held));
+  server.start();
+  Raw raw(server.port());
+  ASSERT_TRUE(raw.send("GET /later HTTP/1.1\r\nHost: h\r\n\r\n"));
+  const auto timed_out = raw.read_reply();
+  ASSERT_TRUE(timed_out);
+  EXPECT_EQ(timed_out->status(), 504);
+  EXPECT_EQ(json::parse(timed_out->body)["error"], "no answer within 300 ms");
+  held.take()(Response{200, "text/plain", "too late", {}});
+  // The connection goes on with the next request; the late answer never reaches it.
+  ASSERT_TRUE(raw.send("GET /fast?q=next HTTP/1.1\r\nHost: h\r\n\r\n"));
+  const auto next = raw.read_reply();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->body, "fast next");
+}
+
 // ---- bad requests --------------------------------------------------------------------------
 
 TEST_F(PublicServerTest, HeadersOverTheCapGet431AndTheConnectionCloses) {
