@@ -149,7 +149,7 @@ class Connection;
 }  // namespace
 
 // Everything here belongs to the I/O thread, except what is set before start() and then only
-// read (limits, fast, upstream) and `stopped_`.
+// read (limits, fast, upstream, port), `thread` (the owner's) and `stopped`.
 class PublicServer::Impl : public std::enable_shared_from_this<PublicServer::Impl> {
  public:
   Impl(PublicLimits limits_in, FastHandler fast_in)

@@ -31,7 +31,8 @@ using Reply = std::function<void(Response)>;
 // the server's I/O thread, so it must not block: anything that waits goes elsewhere and replies.
 // The Request is filled as HttpServer fills it (method, decoded path, query with the fields of a
 // form-urlencoded body, lower-cased headers, body) except `form`: multipart bodies are not
-// parsed here, so a handler that needs them declines and lets HttpServer answer.
+// parsed here, so a handler that needs them declines and lets HttpServer answer. A HEAD request
+// reaches the handler as "HEAD": answer it as GET, and the server sends the head alone.
 using FastHandler = std::function<bool(const Request&, Reply)>;
 
 // What one client may hold. Connections cost a socket and a few KB here, not a thread, so the cap
