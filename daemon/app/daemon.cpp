@@ -25,10 +25,10 @@
 
 #include "api/engagement_routes.hpp"
 #include "api/http_server.hpp"
-#include "api/tracker.hpp"
 #include "api/mdf_routes.hpp"
 #include "api/proof_routes.hpp"
-#include "app/dispatcher.hpp"
+#include "api/public_server.hpp"
+#include "api/tracker.hpp"
 #include "api/webhook_routes.hpp"
 #include "app/claims.hpp"
 #include "app/dispatcher.hpp"
@@ -46,9 +46,9 @@
 #include "metrics/log_throttle.hpp"
 #include "metrics/metrics.hpp"
 #include "store/engagement.hpp"
-#include "store/proofs.hpp"
 #include "store/last_good.hpp"
 #include "store/partner_events.hpp"
+#include "store/proofs.hpp"
 #include "store/store.hpp"
 
 namespace channeld::app {
@@ -209,9 +209,9 @@ class Daemon {
     webhook_settings.allow =
         deliver::parse_allow_list(config.webhooks.allow, config.source_file + ": webhooks.allow");
     webhooks_ = deliver::make_webhook_connector(delivery_io_, std::move(webhook_settings));
-    dispatcher_ = std::make_unique<Dispatcher>(delivery_io_, pool_, store_, snapshots_, *connector_,
-                                               webhooks_.get(), metrics_, system_now, owner_,
-                                               *journal_);
+    dispatcher_ =
+        std::make_unique<Dispatcher>(delivery_io_, pool_, store_, snapshots_, *connector_,
+                                     webhooks_.get(), metrics_, system_now, owner_, *journal_);
     event_feed_ = std::make_unique<EventFeed>(delivery_io_, pool_, store_, snapshots_, *webhooks_,
                                               metrics_, system_now, owner_);
   }
@@ -232,9 +232,8 @@ class Daemon {
     std::vector<std::string> watched{config.paths.campaigns, config.paths.partners};
     if (std::error_code ec; std::filesystem::is_directory(config.paths.claims, ec))
       watched.push_back(config.paths.claims);
-    watcher_ = std::make_unique<catalog::FolderWatcher>(io_, std::move(watched),
-                                                        std::chrono::milliseconds(500),
-                                                        [this] { reload(false); });
+    watcher_ = std::make_unique<catalog::FolderWatcher>(
+        io_, std::move(watched), std::chrono::milliseconds(500), [this] { reload(false); });
     wait_for_signal();
     start_watchdog();
     check_readiness();
@@ -255,7 +254,7 @@ class Daemon {
     delivery_io_.stop();
     delivery_thread_.join();
     pool_.join();
-    if (http_) http_->stop();
+    stop_http();
     if (options_.until_idle) print_summary(store_, snapshots_.get()->config);
     spdlog::info("channeld stopped");
     return 0;
@@ -305,12 +304,18 @@ class Daemon {
     deps.partner_name = [this](const std::string& id) {
       const Partner* partner = snapshots_.get()->partner(id);
       if (partner == nullptr) return id;
-      return partner->branding.sender_name.empty() ? partner->name
-                                                   : partner->branding.sender_name;
+      return partner->branding.sender_name.empty() ? partner->name : partner->branding.sender_name;
     };
     deps.clock = system_now;
     deps.generation = [this] { return snapshots_.generation(); };
-    tracker_ = std::make_shared<api::Tracker>(deps);
+    // The public front's I/O thread must not wait: its cache misses (a database read and a
+    // render) run on threads of their own. httplib's workers look up on their own thread.
+    api::Tracker::Offload offload;
+    if (!config.http.public_listen.empty()) {
+      lookups_ = std::make_unique<asio::thread_pool>(kLookupThreads);
+      offload = [this](std::function<void()> work) { asio::post(*lookups_, std::move(work)); };
+    }
+    tracker_ = std::make_shared<api::Tracker>(deps, std::move(offload));
     routes.add(api::engagement_routes(std::move(deps), tracker_));
     api::MdfDeps mdf_deps;
     mdf_deps.store = &api_store_;
@@ -366,22 +371,54 @@ class Daemon {
     http_ = std::make_unique<api::HttpServer>(config.http.listen, std::move(routes));
     http_->start();
     spdlog::info("http: listening on port {} ({})", http_->port(), config.http.listen);
+    if (!config.http.public_listen.empty()) start_public_front(config);
+  }
+
+  // http.public_listen: clicks, opens and /healthz on the event-driven front, everything else
+  // relayed to http_ on the address it listens on (loopback when it listens on every address).
+  void start_public_front(const Config& config) {
+    api::ListenAddress upstream = api::parse_listen(config.http.listen);
+    if (upstream.host == "0.0.0.0" || upstream.host.empty()) upstream.host = "127.0.0.1";
+    if (upstream.host == "::") upstream.host = "::1";
+    upstream.port = http_->port();
+    auto fast = [tracker = tracker_](const api::Request& request, api::Reply reply) {
+      if (tracker->serve(request, reply)) return true;
+      if (request.path == "/healthz" && (request.method == "GET" || request.method == "HEAD")) {
+        reply(api::Response{200, "text/plain; charset=utf-8", "ok", {}});
+        return true;
+      }
+      return false;
+    };
+    public_ = std::make_unique<api::PublicServer>(config.http.public_listen, upstream,
+                                                  api::PublicLimits{}, std::move(fast));
+    public_->start();
+    spdlog::info("http: public front listening on port {} ({}), relaying to port {}",
+                 public_->port(), config.http.public_listen, upstream.port);
+  }
+
+  // The public front first (no new request), then the lookups it handed off, then the hits
+  // they queued: after this no Reply is still to come from another thread.
+  void stop_http() {
+    if (public_) public_->stop();
+    if (lookups_) lookups_->join();
+    engagement_.drain();
+    if (http_) http_->stop();
   }
 
   // HTTP threads: /p/ and /v1/proofs/opt-out reach the store directly (as /u/ does).
   api::ProofDeps proof_deps() {
     api::ProofDeps deps;
     deps.link_secret = [this] { return snapshots_.get()->link_secret; };
-    deps.names = [this](const std::string& kit_id, const std::string& partner_id)
-        -> std::optional<api::ProofDeps::Names> {
+    deps.names = [this](const std::string& kit_id,
+                        const std::string& partner_id) -> std::optional<api::ProofDeps::Names> {
       const auto snapshot = snapshots_.get();
       const Partner* partner = snapshot->partner(partner_id);
       const auto kit = snapshot->kits.find(kit_id);
       if (partner == nullptr || kit == snapshot->kits.end() || !kit->second.live)
         return std::nullopt;
-      return api::ProofDeps::Names{
-          kit->second.live->kit.name,
-          partner->branding.sender_name.empty() ? partner->name : partner->branding.sender_name};
+      return api::ProofDeps::Names{kit->second.live->kit.name, partner->branding.sender_name.empty()
+                                                                   ? partner->name
+                                                                   : partner->branding.sender_name};
     };
     deps.opt_out = [this](const std::string& kit_id, const std::string& partner_id,
                           const std::string& via) {
@@ -453,9 +490,10 @@ class Daemon {
   static void arm_exit_deadline(std::chrono::milliseconds limit) {
     std::thread([limit] {
       std::this_thread::sleep_for(limit);
-      spdlog::error("not stopped {}ms after the signal; exiting now (outcomes not yet recorded "
-                    "are in the journal)",
-                    limit.count());
+      spdlog::error(
+          "not stopped {}ms after the signal; exiting now (outcomes not yet recorded "
+          "are in the journal)",
+          limit.count());
       spdlog::default_logger()->flush();
       std::_Exit(1);
     }).detach();
@@ -900,7 +938,10 @@ class Daemon {
   std::unique_ptr<EventFeed> event_feed_;
   std::unique_ptr<catalog::FolderWatcher> watcher_;
   std::shared_ptr<api::Tracker> tracker_;  // clicks and opens, shared by the HTTP servers
+  static constexpr int kLookupThreads = 2;
+  std::unique_ptr<asio::thread_pool> lookups_;  // the public front's cache misses
   std::unique_ptr<api::HttpServer> http_;
+  std::unique_ptr<api::PublicServer> public_;
   bool stopping_ = false;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> stop_work_;
   bool planned_once_ = false;
