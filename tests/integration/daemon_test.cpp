@@ -3,8 +3,8 @@
 // runs the daemon as a user would.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <httplib.h>
+#include <signal.h>
 #include <soci/soci.h>
 
 #include <algorithm>
@@ -84,8 +84,11 @@ std::vector<Mail> mails(const SmtpTestServer& server) {
 struct PartnerSpec {
   PartnerSpec(std::string id_, std::string tier_, std::string type_,
               std::string timezone_ = "America/Chicago", int contacts_ = 3)
-      : id(std::move(id_)), tier(std::move(tier_)), type(std::move(type_)),
-        timezone(std::move(timezone_)), contacts(contacts_) {}
+      : id(std::move(id_)),
+        tier(std::move(tier_)),
+        type(std::move(type_)),
+        timezone(std::move(timezone_)),
+        contacts(contacts_) {}
   std::string id, tier, type, timezone;
   int contacts;
   std::string extra_toml;
@@ -114,7 +117,8 @@ listen = "127.0.0.1:0"
 public_url = "https://mkt.vendor.example"
 link_secret_file = "link.secret"
 [smtp]
-url = "smtp://127.0.0.1:)" + std::to_string(smtp_port) + R"("
+url = "smtp://127.0.0.1:)" + std::to_string(smtp_port) +
+                                           R"("
 from_address = "partners@mkt.vendor.example"
 max_connections = 8
 timeout = "3s"
@@ -165,8 +169,9 @@ reply_to = "marketing@)" + p.id + R"(.example"
 
   // A one-step email kit, due since long ago, sending all day every day.
   void add_kit(const std::string& id, const std::string& audience, int version = 1,
-               const std::string& html = "<p>Hello {{contact.first_name}}, from "
-                                         "{{partner.name}} ({{partner.branding.website}})</p>") {
+               const std::string& html =
+                   "<p>Hello {{contact.first_name}}, from "
+                   "{{partner.name}} ({{partner.branding.website}})</p>") {
     write_file(dir_ / "campaigns" / id / "kit.toml", R"(id = ")" + id + R"("
 name = "Kit )" + id + R"("
 version = )" + std::to_string(version) + R"(
@@ -184,7 +189,8 @@ window = { days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], from = "00:
 id = "announce"
 channel = "email"
 delay = "0d"
-subject = "{{partner.name}} and {{vendor.name}}: kit )" + id + R"("
+subject = "{{partner.name}} and {{vendor.name}}: kit )" + id +
+                                                         R"("
 html = "body.html.mustache"
 text = "body.txt.mustache"
 )");
@@ -348,7 +354,8 @@ TEST(Daemon, ARefusedNewVersionLeavesThePreviousVersionSending) {
   ASSERT_TRUE(eventually([&] {
     kits = run_program(site.channeld({"kits"})).second;
     return kits.find("kit.toml:1") != std::string::npos;
-  })) << kits << daemon.output();
+  })) << kits
+      << daemon.output();
   // Version 1 stays in force (live, or done once all its messages are out), not refused.
   EXPECT_THAT(kits, ::testing::ContainsRegex("cloud +1 +(live|done)"));
 
@@ -422,8 +429,8 @@ TEST(Daemon, KillNineMidCampaignThenRestartDeliversEveryMessage) {
 class PrivateCluster {
  public:
   PrivateCluster() {
-    auto [code, out] = run_program({"/bin/sh", "-c",
-                                    (source_dir() / "scripts/free-port.sh").string() + " 56250"});
+    auto [code, out] =
+        run_program({"/bin/sh", "-c", (source_dir() / "scripts/free-port.sh").string() + " 56250"});
     port_ = out.substr(0, out.find('\n'));
     start();
   }
@@ -463,8 +470,7 @@ TEST(Daemon, SigtermWithThePostgresqlStoppedExitsInTimeQuietlyAndTheRestartSends
   site.migrate();
   {
     Process daemon(site.channeld({}), site.dir() / "first.log");
-    ASSERT_TRUE(eventually([&] { return site.count("state = 'sent'") >= 100; }))
-        << daemon.output();
+    ASSERT_TRUE(eventually([&] { return site.count("state = 'sent'") >= 100; })) << daemon.output();
     pg.stop();
     const std::string before = daemon.output();
     const auto lines_before = std::count(before.begin(), before.end(), '\n');
@@ -535,10 +541,8 @@ TEST(Daemon, TwoDaemonsOnOneDatabaseDeliverTenThousandWithoutDuplicates) {
   EXPECT_EQ(unique.size(), 10000u) << "no duplicates";
   soci::session sql("postgresql", db);
   std::int64_t by_a = 0, by_b = 0;
-  sql << "SELECT count(*) FROM outbox WHERE sent_by = 'a' AND state = 'sent'",
-      soci::into(by_a);
-  sql << "SELECT count(*) FROM outbox WHERE sent_by = 'b' AND state = 'sent'",
-      soci::into(by_b);
+  sql << "SELECT count(*) FROM outbox WHERE sent_by = 'a' AND state = 'sent'", soci::into(by_a);
+  sql << "SELECT count(*) FROM outbox WHERE sent_by = 'b' AND state = 'sent'", soci::into(by_b);
   EXPECT_GT(by_a, 0) << "both daemons took part";
   EXPECT_GT(by_b, 0) << "both daemons took part";
 }
@@ -575,8 +579,8 @@ TEST(Daemon, APermanentRecipientFailureSuppressesTheAddress) {
   EXPECT_EQ(message_ids(smtp).size(), 2u);
   EXPECT_EQ(site.count("state = 'bounced'"), 1);
   // Said once, with everything an operator needs to find the message and the reason.
-  const std::string line = "message bounced: kit k step announce partner p0 recipient " +
-                           Site::email("p0", 1) + ": ";
+  const std::string line =
+      "message bounced: kit k step announce partner p0 recipient " + Site::email("p0", 1) + ": ";
   EXPECT_THAT(log, HasSubstr(line + "RCPT failed: 550"));
   EXPECT_EQ(log.find(line), log.rfind(line)) << log;
   soci::session sql("postgresql", db);
@@ -592,7 +596,10 @@ TEST(Daemon, ADownServerDelaysDeliveryAndLosesNothing) {
   if (db.empty()) return;
   // Reserve a port, then leave it closed while the daemon tries.
   int port = 0;
-  { SmtpTestServer probe; port = probe.port(); }
+  {
+    SmtpTestServer probe;
+    port = probe.port();
+  }
   Site site(db, port, "max_attempts = 1000\n");
   add_audience(site, 1, 5);
   site.add_kit("k", "");
@@ -640,8 +647,7 @@ TEST(Daemon, SigtermStopsCleanlyReleasingWhatItHeldAndLosingNothing) {
   site.migrate();
   {
     Process daemon(site.channeld({}), site.dir() / "first.log");
-    ASSERT_TRUE(eventually([&] { return site.count("state = 'sent'") >= 500; }))
-        << daemon.output();
+    ASSERT_TRUE(eventually([&] { return site.count("state = 'sent'") >= 500; })) << daemon.output();
     daemon.signal(SIGTERM);
     EXPECT_EQ(daemon.wait(std::chrono::seconds(40)), 0) << daemon.output();
     EXPECT_THAT(daemon.output(), HasSubstr("SIGTERM: stopping"));
@@ -716,7 +722,8 @@ TEST(Daemon, ServesHealthReadinessMetricsAndDeliveryCounts) {
   auto anonymous = http.Get("/v1/deliveries");
   ASSERT_TRUE(anonymous);
   EXPECT_EQ(anonymous->status, 401);
-  auto [created, token] = run_program(site.channeld({"token", "create", "--role", "admin", "--name", "ops"}));
+  auto [created, token] =
+      run_program(site.channeld({"token", "create", "--role", "admin", "--name", "ops"}));
   ASSERT_EQ(created, 0) << token;
   token = first_token(token);
   auto counts = http.Get("/v1/deliveries", {{"Authorization", "Bearer " + token}});
@@ -729,7 +736,8 @@ TEST(Daemon, ServesHealthReadinessMetricsAndDeliveryCounts) {
   EXPECT_TRUE(eventually([&] {
     kits = run_program(site.channeld({"kits"})).second;
     return kits.find("done") != std::string::npos;
-  })) << "a kit whose every message is settled is done: " << kits;
+  })) << "a kit whose every message is settled is done: "
+      << kits;
   daemon.signal(SIGTERM);
   EXPECT_EQ(daemon.wait(), 0);
 }
@@ -879,9 +887,9 @@ TEST(Cli, PreviewWritesOnePartnersMessageWithoutSending) {
   site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 2});
   site.add_kit("k", "");
   TempDir out;
-  auto [code, output] = run_program(site.channeld(
-      {"preview", "--kit", "k", "--partner", "acme-it", "--contact",
-       Site::email("acme-it", 1), "--out", out.path().string()}));
+  auto [code, output] =
+      run_program(site.channeld({"preview", "--kit", "k", "--partner", "acme-it", "--contact",
+                                 Site::email("acme-it", 1), "--out", out.path().string()}));
   ASSERT_EQ(code, 0) << output;
   auto eml = parse_mail(read_file(out / "k-announce-acme-it.eml"));
   EXPECT_EQ(eml.headers.at("to").find(Site::email("acme-it", 1)) != std::string::npos, true);
@@ -899,8 +907,9 @@ TEST(Cli, CheckConfigAndKitsWarnAboutAKitThatWouldLookLikeSpamWithoutFailing) {
   if (db.empty()) return;
   Site site(db, 25);
   site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 1});
-  site.add_kit("k", "", 1,
-               "<p>Hi {{contact.first_name}}, <a href=\"http://acme-it.example/offer\">offer</a></p>");
+  site.add_kit(
+      "k", "", 1,
+      "<p>Hi {{contact.first_name}}, <a href=\"http://acme-it.example/offer\">offer</a></p>");
   auto [code, out] = run_program(site.channeld({"check-config"}));
   EXPECT_EQ(code, 0) << out;
   EXPECT_THAT(out, HasSubstr("warning: kit k step 'announce': a link over plain http: "
@@ -930,9 +939,11 @@ TEST(Cli, TokenCreatePrintsATokenOnceAndRevokeEndsIt) {
     EXPECT_THAT(hash, Not(HasSubstr(token.substr(4, 10)))) << "only a hash is stored";
   }
   EXPECT_EQ(run_program(site.channeld({"token", "create", "--role", "admin", "--name", "acme-crm"}))
-                .first, 2)
+                .first,
+            2)
       << "a live token's name is taken";
-  EXPECT_EQ(run_program(site.channeld({"token", "create", "--role", "root", "--name", "x"})).first, 2);
+  EXPECT_EQ(run_program(site.channeld({"token", "create", "--role", "root", "--name", "x"})).first,
+            2);
   auto [revoked, said] = run_program(site.channeld({"token", "revoke", "acme-crm"}));
   EXPECT_EQ(revoked, 0) << said;
   EXPECT_EQ(run_program(site.channeld({"token", "revoke", "acme-crm"})).first, 2)
@@ -968,6 +979,9 @@ std::string path_of(const std::string& url) {
   return url.rfind(base, 0) == 0 ? url.substr(base.size()) : url;
 }
 
+// Everything a recipient reaches goes through http.public_listen, as public_url's proxy would
+// send it: clicks and opens answered by the front itself, the unsubscribe page and its form and
+// multipart posts relayed to http.listen.
 TEST(Engagement, UnsubscribingAfterStepOneByPageOrOneClickStopsStepTwoForThatAddressOnly) {
   auto db = fresh_database("daemon_unsubscribe");
   if (db.empty()) return;
@@ -977,12 +991,22 @@ TEST(Engagement, UnsubscribingAfterStepOneByPageOrOneClickStopsStepTwoForThatAdd
   site.add_kit("k", "", 1,
                "<p>Hello {{contact.first_name}}, <a href=\"https://acme-it.example/offer?c="
                "{{contact.first_name}}&amp;k=1\">see the offer</a></p>");
+  auto config = read_file(site.dir() / "channeld.toml");
+  config.replace(config.find("listen = \"127.0.0.1:0\"\n"), 23,
+                 "listen = \"127.0.0.1:0\"\npublic_listen = \"127.0.0.1:0\"\n");
+  write_file(site.dir() / "channeld.toml", config);
   site.migrate();
   Process daemon(site.channeld({}), site.dir() / "daemon.log");
   ASSERT_TRUE(eventually([&] { return smtp.messages().size() == 3; })) << daemon.output();
-  const int port = http_port_from_log(daemon.output());
-  ASSERT_GT(port, 0) << daemon.output();
-  httplib::Client http("127.0.0.1", port);
+  std::smatch found;
+  const std::string log = daemon.output();
+  ASSERT_TRUE(std::regex_search(log, found, std::regex("public front listening on port ([0-9]+)")))
+      << log;
+  httplib::Client http("127.0.0.1", std::stoi(found[1].str()));
+  auto health = http.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(health->body, "ok");
 
   std::map<std::string, Mail> by_recipient;
   for (auto& m : mails(smtp)) by_recipient[m.headers.at("to")] = m;
@@ -1021,15 +1045,18 @@ TEST(Engagement, UnsubscribingAfterStepOneByPageOrOneClickStopsStepTwoForThatAdd
   EXPECT_EQ(posted->status, 200);
 
   // Contact 2 opens the message and clicks its link: the click goes to the kit's own link.
-  const std::string click = first_match(mail_to(2).decoded, "https://mkt\\.vendor\\.example/c/[A-Za-z0-9_.-]+");
+  const std::string click =
+      first_match(mail_to(2).decoded, "https://mkt\\.vendor\\.example/c/[A-Za-z0-9_.-]+");
   ASSERT_FALSE(click.empty()) << mail_to(2).decoded;
   EXPECT_THAT(mail_to(2).decoded, Not(HasSubstr("https://acme-it.example/offer")));
-  auto clicked = http.Get(path_of(click), {{"User-Agent", "Mozilla/5.0 (X11; Linux x86_64) "
-                                                          "AppleWebKit/537.36 Chrome/120.0 Safari/537.36"}});
+  auto clicked = http.Get(path_of(click), {{"User-Agent",
+                                            "Mozilla/5.0 (X11; Linux x86_64) "
+                                            "AppleWebKit/537.36 Chrome/120.0 Safari/537.36"}});
   ASSERT_TRUE(clicked);
   EXPECT_EQ(clicked->status, 302);
   EXPECT_EQ(clicked->get_header_value("Location"), "https://acme-it.example/offer?c=First2&k=1");
-  const std::string pixel = first_match(mail_to(2).decoded, "https://mkt\\.vendor\\.example/o/[A-Za-z0-9_.-]+");
+  const std::string pixel =
+      first_match(mail_to(2).decoded, "https://mkt\\.vendor\\.example/o/[A-Za-z0-9_.-]+");
   auto opened = http.Get(path_of(pixel));
   ASSERT_TRUE(opened);
   EXPECT_EQ(opened->status, 200);
@@ -1062,12 +1089,13 @@ text = "body.txt.mustache"
   EXPECT_EQ(site.count("step_id = 'follow-up' AND state = 'suppressed'"), 2);
   std::vector<std::string> follow_ups;
   for (const auto& m : mails(smtp))
-    if (m.headers.at("subject").rfind("Following up", 0) == 0) follow_ups.push_back(m.headers.at("to"));
+    if (m.headers.at("subject").rfind("Following up", 0) == 0)
+      follow_ups.push_back(m.headers.at("to"));
   ASSERT_EQ(follow_ups.size(), 1u);
   EXPECT_THAT(follow_ups[0], HasSubstr(Site::email("acme-it", 2)));
   EXPECT_EQ(query("SELECT opens || '|' || human_clicks FROM message_engagement e JOIN outbox o"
-                  " ON o.id = e.outbox_id WHERE o.email = '" + Site::email("acme-it", 2) +
-                  "' AND o.step_id = 'announce'"),
+                  " ON o.id = e.outbox_id WHERE o.email = '" +
+                  Site::email("acme-it", 2) + "' AND o.step_id = 'announce'"),
             "1|1");
 }
 
