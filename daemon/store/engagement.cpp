@@ -117,13 +117,14 @@ Engagement::~Engagement() {
     recorder_.stopping = true;
   }
   recorder_.wake.notify_all();
-  if (recorder_.thread.joinable()) recorder_.thread.join();
+  for (auto& thread : recorder_.threads) thread.join();
 }
 
 void Engagement::record(Hit hit, HitRecorded done) {
   {
     std::lock_guard lock(recorder_.mutex);
-    if (!recorder_.thread.joinable()) recorder_.thread = std::thread([this] { record_batches(); });
+    while (recorder_.threads.size() < kRecorderThreads)
+      recorder_.threads.emplace_back([this] { record_batches(); });
     recorder_.queue.push_back({std::move(hit), std::move(done)});
   }
   recorder_.wake.notify_one();
@@ -131,16 +132,18 @@ void Engagement::record(Hit hit, HitRecorded done) {
 
 void Engagement::drain() {
   std::unique_lock lock(recorder_.mutex);
-  recorder_.idle.wait(lock, [&] { return recorder_.queue.empty() && !recorder_.writing; });
+  recorder_.idle.wait(lock, [&] { return recorder_.queue.empty() && recorder_.writing == 0; });
 }
 
 void Engagement::record_batches() {
   std::vector<Recorder::Queued> batch;
+  bool wrote = false;
   for (;;) {
     {
       std::unique_lock lock(recorder_.mutex);
-      recorder_.writing = false;
-      if (recorder_.queue.empty()) recorder_.idle.notify_all();
+      if (wrote) --recorder_.writing;
+      wrote = false;
+      if (recorder_.queue.empty() && recorder_.writing == 0) recorder_.idle.notify_all();
       recorder_.wake.wait(lock, [&] { return recorder_.stopping || !recorder_.queue.empty(); });
       // Stopping still records what was queued: each hit's caller is waiting for its verdict.
       if (recorder_.queue.empty()) return;
@@ -149,7 +152,8 @@ void Engagement::record_batches() {
                    std::make_move_iterator(recorder_.queue.begin() + static_cast<long>(n)));
       recorder_.queue.erase(recorder_.queue.begin(),
                             recorder_.queue.begin() + static_cast<long>(n));
-      recorder_.writing = true;
+      ++recorder_.writing;
+      wrote = true;
     }
     std::exception_ptr error;
     try {
@@ -167,8 +171,10 @@ void Engagement::record_batches() {
 // One statement per batch: each column of the batch travels as one array parameter, the
 // counters are upserted once per message (a batch may hold several hits of one message, and
 // an upsert may touch a row only once per statement), every hit is appended to the event log,
-// and each person's open or click asks queue_partner_event whether the partner's feed wants it
-// (the function skips what is queued already: only the first open, and first click of a link).
+// and each person's open or click of a partner whose feed takes that type goes to
+// queue_partner_event once per fact (the function skips what is queued already: only the
+// first open, and first click of a link, become events). Rows are locked in outbox id order,
+// so batches recorded at the same time wait for each other but never deadlock.
 constexpr const char* kRecordHits = R"(
   WITH hit AS (
     SELECT * FROM unnest(CAST(:id AS bigint[]), CAST(:kit AS text[]), CAST(:partner AS text[]),
@@ -184,7 +190,7 @@ constexpr const char* kRecordHits = R"(
            min(at) FILTER (WHERE click = 0),
            count(*) FILTER (WHERE click = 1), count(*) FILTER (WHERE click = 1 AND proxy = 0),
            min(at) FILTER (WHERE click = 1)
-    FROM hit GROUP BY id
+    FROM hit GROUP BY id ORDER BY id
     ON CONFLICT (outbox_id) DO UPDATE
     SET opens = e.opens + EXCLUDED.opens,
         proxy_opens = e.proxy_opens + EXCLUDED.proxy_opens,
@@ -195,9 +201,14 @@ constexpr const char* kRecordHits = R"(
   logged AS (
     INSERT INTO delivery_event (outbox_id, at, kind, detail)
     SELECT id, at, kind, detail FROM hit)
-  SELECT count(queue_partner_event(CASE WHEN click = 1 THEN 'clicked' ELSE 'opened' END, id,
-                                   fact, at, NULLIF(link, '')))
-  FROM hit WHERE proxy = 0)";
+  SELECT count(queue_partner_event(kind, id, fact, at, link))
+  FROM (SELECT DISTINCT ON (id, kind, fact) CASE WHEN click = 1 THEN 'clicked' ELSE 'opened' END
+               AS kind, id, fact, at, NULLIF(link, '') AS link
+        FROM hit
+        WHERE proxy = 0 AND EXISTS (SELECT 1 FROM partner_feed f WHERE f.partner_id = hit.partner
+                                    AND f.event_type = CASE WHEN hit.click = 1 THEN 'clicked'
+                                                            ELSE 'opened' END)
+        ORDER BY id, kind, fact, at) AS wanted)";
 
 void Engagement::write_batch(const std::vector<Recorder::Queued>& batch) {
   ArrayLiteral id, kit, partner, click, proxy, at, kind, detail, fact, link;

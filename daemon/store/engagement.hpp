@@ -163,9 +163,11 @@ class Engagement {
   std::optional<std::pair<std::string, std::string>> token_by_hash(const std::string& token_hash);
 
  private:
-  // Group commit on a thread of its own: record() queues, the thread takes everything queued
-  // (up to kMaxBatch), writes it in one transaction, and reports to each caller. Started on
-  // the first hit, so a process that records none (the CLI) has no such thread. If a batch's
+  // Group commit on threads of their own: record() queues, a free thread takes everything
+  // queued (up to kMaxBatch), writes it in one transaction, and reports to each caller. Two
+  // threads, so that one batch's statement runs while the other waits for its commit's fsync:
+  // a hit then waits for one commit, not for the end of the one before. Started on the first
+  // hit, so a process that records none (the CLI) has no such threads. If a batch's
   // transaction fails, every hit in it gets the error: each is one well-formed row about a
   // message just read from the outbox, so what fails a batch is the database itself.
   struct Recorder {
@@ -176,12 +178,13 @@ class Engagement {
     std::mutex mutex;
     std::condition_variable wake;
     std::deque<Queued> queue;
-    bool writing = false;          // a batch taken from the queue is being recorded
+    int writing = 0;               // batches taken from the queue and being recorded
     std::condition_variable idle;  // the queue is empty and no batch is being recorded
     bool stopping = false;
-    std::thread thread;
+    std::vector<std::thread> threads;
   };
   static constexpr std::size_t kMaxBatch = 1000;
+  static constexpr std::size_t kRecorderThreads = 2;
   void record_batches();
   void write_batch(const std::vector<Recorder::Queued>& batch);
 
