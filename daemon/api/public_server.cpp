@@ -379,6 +379,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void answer(Response response) {
+    // A header value is written as it is: one holding a line break would end the head early and
+    // let what follows it pose as headers or a body (a kit link with "&#10;", say).
+    for (const auto& [name, value] : response.headers) {
+      if ((name + value).find_first_of("\r\n") != std::string::npos) {
+        response = json_error(500, "a response header held a line break and was not sent");
+        break;
+      }
+    }
     start_head(response.status, reason_for(response.status));
     if (!response.content_type.empty()) append_header(out_, "Content-Type", response.content_type);
     for (const auto& [name, value] : response.headers) append_header(out_, name, value);

@@ -220,6 +220,11 @@ FastHandler fast_handler(HeldReplies& held) {
       held.replies.push_back(std::move(reply));
       return true;
     }
+    if (request.path == "/split") {
+      reply(
+          Response{302, "text/plain", "", {{"Location", "https://a.example/\r\nSet-Cookie: x=1"}}});
+      return true;
+    }
     if (request.path == "/throw") throw std::runtime_error("the handler failed");
     return false;
   };
@@ -294,6 +299,17 @@ TEST_F(PublicServerTest, AReplyGivenLaterFromAnotherThreadReachesItsClient) {
   ASSERT_TRUE(result) << httplib::to_string(result.error());
   EXPECT_EQ(result->status, 202);
   EXPECT_EQ(result->body, "later");
+}
+
+// A Location from a kit link that decoded to a line break must not split the response.
+TEST_F(PublicServerTest, AHeaderValueWithALineBreakIsNeverSentAndGets500) {
+  Raw raw(port());
+  ASSERT_TRUE(raw.send("GET /split HTTP/1.1\r\nHost: h\r\n\r\n"));
+  const auto reply = raw.read_reply();
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->status(), 500);
+  EXPECT_EQ(reply->head.find("Set-Cookie"), std::string::npos) << reply->head;
+  EXPECT_EQ(reply->head.find("Location"), std::string::npos) << reply->head;
 }
 
 TEST_F(PublicServerTest, AHandlerThatThrowsGetsAJson500AndTheConnectionLives) {
