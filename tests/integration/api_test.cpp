@@ -1,12 +1,8 @@
 // The HTTP API against a real server on an ephemeral 127.0.0.1 port, called with a real
 // httplib::Client: status codes, bodies and limits are checked as a scraper or curl sees them.
 // The database is replaced by callbacks, so no PostgreSQL is needed.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -18,21 +14,24 @@
 
 #include "api/http_server.hpp"
 #include "model/model.hpp"
+#include "support/raw_connection.hpp"
 
 namespace channeld::api {
 namespace {
 
 using nlohmann::json;
+using testing::RawConnection;
 
 class ApiTest : public ::testing::Test {
  protected:
   ApiTest() : server_("127.0.0.1:0", routes()) { server_.start(); }
 
   Routes routes() {
-    Routes r([this] { return ready_.load(); }, registry_, [this] {
-      if (store_down_) throw store::StoreError("connection refused");
-      return counts_;
-    });
+    Routes r([this] { return ready_.load(); }, registry_,
+             [this] {
+               if (store_down_) throw store::StoreError("connection refused");
+               return counts_;
+             });
     r.set_token_lookup([](const std::string& hash) -> std::optional<StoredToken> {
       if (hash == token_hash(kAdminToken)) return StoredToken{"ops", "admin"};
       if (hash == token_hash(kPartnerToken)) return StoredToken{"acme", "partner:acme-it"};
@@ -43,7 +42,9 @@ class ApiTest : public ::testing::Test {
 
   static constexpr const char* kAdminToken = "chd_admin-token-for-tests";
   static constexpr const char* kPartnerToken = "chd_partner-token-for-tests";
-  static httplib::Headers admin() { return {{"Authorization", std::string("Bearer ") + kAdminToken}}; }
+  static httplib::Headers admin() {
+    return {{"Authorization", std::string("Bearer ") + kAdminToken}};
+  }
 
   httplib::Client client() {
     httplib::Client c("127.0.0.1", server_.port());
@@ -166,22 +167,9 @@ TEST_F(ApiTest, WrongMethodIsAJson405NamingTheAllowedOnes) {
 // Sends `request` as raw bytes and returns all the server writes before closing: for requests
 // httplib::Client would not produce.
 std::string exchange_raw(int port, const std::string& request) {
-  const int sock = ::socket(AF_INET, SOCK_STREAM, 0);
-  EXPECT_GE(sock, 0);
-  timeval timeout{5, 0};
-  ::setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<std::uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string reply;
-  if (::connect(sock, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0 &&
-      ::send(sock, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
-    char buffer[4096];
-    for (ssize_t n; (n = ::recv(sock, buffer, sizeof buffer, 0)) > 0;) reply.append(buffer, n);
-  }
-  ::close(sock);
-  return reply;
+  RawConnection connection(port);
+  EXPECT_TRUE(connection.connected());
+  return connection.send(request) ? connection.read_all() : std::string();
 }
 
 TEST_F(ApiTest, PostWithoutContentLengthIsTakenAsAnEmptyBody) {
@@ -215,40 +203,6 @@ metrics::Registry& unused_registry();
 Routes idle_routes();
 
 // ---- connections that must not starve the probes ----------------------------------------
-
-// A TCP connection to 127.0.0.1:port that sends nothing unless told to.
-class RawConnection {
- public:
-  explicit RawConnection(int port) : sock_(::socket(AF_INET, SOCK_STREAM, 0)) {
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(sock_, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
-  }
-  ~RawConnection() { ::close(sock_); }
-  RawConnection(const RawConnection&) = delete;
-  RawConnection& operator=(const RawConnection&) = delete;
-
-  bool connected() const { return connected_; }
-  bool send(const std::string& bytes) {
-    return ::send(sock_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
-           static_cast<ssize_t>(bytes.size());
-  }
-  // True once the server closed its end (EOF or reset), without waiting.
-  bool closed_by_server() {
-    char buffer[256];
-    for (;;) {
-      const ssize_t n = ::recv(sock_, buffer, sizeof buffer, MSG_DONTWAIT);
-      if (n == 0) return true;
-      if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK;
-    }
-  }
-
- private:
-  int sock_;
-  bool connected_ = false;
-};
 
 bool within(std::chrono::seconds limit, const std::function<bool()>& condition) {
   const auto deadline = std::chrono::steady_clock::now() + limit;

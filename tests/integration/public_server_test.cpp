@@ -4,13 +4,9 @@
 // No database: the upstream's routes are plain functions.
 #include "api/public_server.hpp"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -26,11 +22,13 @@
 #include <vector>
 
 #include "model/model.hpp"
+#include "support/raw_connection.hpp"
 
 namespace channeld::api {
 namespace {
 
 using nlohmann::json;
+using testing::RawConnection;
 using namespace std::chrono_literals;
 
 bool within(std::chrono::milliseconds limit, const std::function<bool()>& condition) {
@@ -41,81 +39,6 @@ bool within(std::chrono::milliseconds limit, const std::function<bool()>& condit
   }
   return condition();
 }
-
-// A TCP connection to 127.0.0.1:port, for requests written byte for byte.
-class Raw {
- public:
-  explicit Raw(int port) : sock_(::socket(AF_INET, SOCK_STREAM, 0)) {
-    timeval timeout{5, 0};
-    ::setsockopt(sock_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(sock_, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
-  }
-  ~Raw() { ::close(sock_); }
-  Raw(const Raw&) = delete;
-  Raw& operator=(const Raw&) = delete;
-
-  bool connected() const { return connected_; }
-  bool send(const std::string& bytes) {
-    return ::send(sock_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
-           static_cast<ssize_t>(bytes.size());
-  }
-  // Everything until the server closes (or 5 s pass).
-  std::string read_all() {
-    std::string out = std::move(pending_);
-    pending_.clear();
-    char buffer[4096];
-    for (ssize_t n; (n = ::recv(sock_, buffer, sizeof buffer, 0)) > 0;) out.append(buffer, n);
-    return out;
-  }
-  // One response: its head, and as many body bytes as its Content-Length says (none for HEAD).
-  struct Reply {
-    std::string head;
-    std::string body;
-    int status() const { return head.size() > 12 ? std::stoi(head.substr(9, 3)) : 0; }
-    bool has(const std::string& header_line) const {
-      return head.find("\r\n" + header_line + "\r\n") != std::string::npos;
-    }
-  };
-  std::optional<Reply> read_reply(bool head_request = false) {
-    for (;;) {
-      const auto end = pending_.find("\r\n\r\n");
-      if (end != std::string::npos) {
-        Reply reply{pending_.substr(0, end + 2), {}};
-        std::size_t length = 0;
-        const auto at = reply.head.find("\r\nContent-Length: ");
-        if (at != std::string::npos) length = std::stoul(reply.head.substr(at + 18));
-        if (head_request) length = 0;
-        if (pending_.size() >= end + 4 + length) {
-          reply.body = pending_.substr(end + 4, length);
-          pending_.erase(0, end + 4 + length);
-          return reply;
-        }
-      }
-      char buffer[4096];
-      const ssize_t n = ::recv(sock_, buffer, sizeof buffer, 0);
-      if (n <= 0) return std::nullopt;
-      pending_.append(buffer, static_cast<std::size_t>(n));
-    }
-  }
-  // True once the server closed its end (EOF or reset), without waiting.
-  bool closed_by_server() {
-    char buffer[256];
-    for (;;) {
-      const ssize_t n = ::recv(sock_, buffer, sizeof buffer, MSG_DONTWAIT);
-      if (n == 0) return true;
-      if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK;
-    }
-  }
-
- private:
-  int sock_;
-  bool connected_ = false;
-  std::string pending_;
-};
 
 std::string status_line(const std::string& reply) {
   return reply.substr(0, reply.find("\r\n"));
@@ -271,7 +194,7 @@ TEST_F(PublicServerTest, TheRequestCarriesTheDecodedPathQueryAndLowerCasedHeader
                         return true;
                       });
   server.start();
-  Raw raw(server.port());
+  RawConnection raw(server.port());
   ASSERT_TRUE(
       raw.send("POST /c/a%2Fb?x=1&x=2&y=a+b HTTP/1.1\r\nHost: h\r\nX-Mixed-Case: V\r\n"
                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\n"
@@ -303,7 +226,7 @@ TEST_F(PublicServerTest, AReplyGivenLaterFromAnotherThreadReachesItsClient) {
 
 // A Location from a kit link that decoded to a line break must not split the response.
 TEST_F(PublicServerTest, AHeaderValueWithALineBreakIsNeverSentAndGets500) {
-  Raw raw(port());
+  RawConnection raw(port());
   ASSERT_TRUE(raw.send("GET /split HTTP/1.1\r\nHost: h\r\n\r\n"));
   const auto reply = raw.read_reply();
   ASSERT_TRUE(reply);
@@ -313,7 +236,7 @@ TEST_F(PublicServerTest, AHeaderValueWithALineBreakIsNeverSentAndGets500) {
 }
 
 TEST_F(PublicServerTest, AHandlerThatThrowsGetsAJson500AndTheConnectionLives) {
-  Raw raw(port());
+  RawConnection raw(port());
   ASSERT_TRUE(
       raw.send("GET /throw HTTP/1.1\r\nHost: h\r\n\r\nGET /fast?q=1 HTTP/1.1\r\nHost: h\r\n\r\n"));
   const auto failed = raw.read_reply();
@@ -326,7 +249,7 @@ TEST_F(PublicServerTest, AHandlerThatThrowsGetsAJson500AndTheConnectionLives) {
 }
 
 TEST_F(PublicServerTest, HeadIsAnsweredWithTheLengthButWithoutABody) {
-  Raw raw(port());
+  RawConnection raw(port());
   ASSERT_TRUE(raw.send("HEAD /fast?q=abc HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
   const std::string reply = raw.read_all();
   EXPECT_EQ(status_line(reply), "HTTP/1.1 200 OK");
@@ -335,7 +258,7 @@ TEST_F(PublicServerTest, HeadIsAnsweredWithTheLengthButWithoutABody) {
 }
 
 TEST_F(PublicServerTest, KeepAliveAnswersPipelinedRequestsInOrderOnOneSocket) {
-  Raw raw(port());
+  RawConnection raw(port());
   std::string requests;
   for (int i = 0; i < 6; ++i) {
     // Fast, relayed and held-back answers interleaved: each must wait for the one before.
@@ -365,7 +288,7 @@ TEST_F(PublicServerTest, KeepAliveAnswersPipelinedRequestsInOrderOnOneSocket) {
 }
 
 TEST_F(PublicServerTest, ConnectionCloseIsHonouredAfterTheResponse) {
-  Raw raw(port());
+  RawConnection raw(port());
   ASSERT_TRUE(raw.send("GET /fast?q=x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
   const std::string reply = raw.read_all();  // returns only when the server closes
   EXPECT_NE(reply.find("\r\nConnection: close\r\n"), std::string::npos) << reply;
@@ -374,13 +297,13 @@ TEST_F(PublicServerTest, ConnectionCloseIsHonouredAfterTheResponse) {
 
 TEST_F(PublicServerTest, Http10IsClosedAfterOneResponseUnlessItAsksForKeepAlive) {
   {
-    Raw raw(port());
+    RawConnection raw(port());
     ASSERT_TRUE(raw.send("GET /fast?q=a HTTP/1.0\r\n\r\n"));
     const std::string reply = raw.read_all();
     EXPECT_NE(reply.find("\r\nConnection: close\r\n"), std::string::npos) << reply;
     EXPECT_EQ(reply.substr(reply.find("\r\n\r\n") + 4), "fast a");
   }
-  Raw raw(port());
+  RawConnection raw(port());
   ASSERT_TRUE(raw.send("GET /fast?q=b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
   const auto first = raw.read_reply();
   ASSERT_TRUE(first);
@@ -392,7 +315,7 @@ TEST_F(PublicServerTest, Http10IsClosedAfterOneResponseUnlessItAsksForKeepAlive)
 }
 
 TEST_F(PublicServerTest, AClientExpecting100ContinueIsToldToSendItsBody) {
-  Raw raw(port());
+  RawConnection raw(port());
   ASSERT_TRUE(
       raw.send("POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
                "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\n"));
@@ -489,7 +412,7 @@ TEST(PublicServerRelay, AFastHandlerThatNeverRepliesGivesAJson504AndALateReplyDo
   limits.reply_timeout = 300ms;
   PublicServer server("127.0.0.1:0", upstream.address(), limits, fast_handler(held));
   server.start();
-  Raw raw(server.port());
+  RawConnection raw(server.port());
   ASSERT_TRUE(raw.send("GET /later HTTP/1.1\r\nHost: h\r\n\r\n"));
   const auto timed_out = raw.read_reply();
   ASSERT_TRUE(timed_out);
@@ -506,7 +429,7 @@ TEST(PublicServerRelay, AFastHandlerThatNeverRepliesGivesAJson504AndALateReplyDo
 // ---- bad requests --------------------------------------------------------------------------
 
 TEST_F(PublicServerTest, HeadersOverTheCapGet431AndTheConnectionCloses) {
-  Raw raw(port());
+  RawConnection raw(port());
   ASSERT_TRUE(
       raw.send("GET /fast HTTP/1.1\r\nHost: h\r\nX-Big: " + std::string(20'000, 'a') + "\r\n\r\n"));
   const std::string reply = raw.read_all();
@@ -516,7 +439,7 @@ TEST_F(PublicServerTest, HeadersOverTheCapGet431AndTheConnectionCloses) {
 }
 
 TEST_F(PublicServerTest, ABodyOverTheCapGets413BeforeItIsSent) {
-  Raw raw(port());
+  RawConnection raw(port());
   ASSERT_TRUE(raw.send("POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2097152\r\n\r\n"));
   const std::string reply = raw.read_all();
   EXPECT_EQ(status_line(reply), "HTTP/1.1 413 Payload Too Large");
@@ -524,7 +447,7 @@ TEST_F(PublicServerTest, ABodyOverTheCapGets413BeforeItIsSent) {
 }
 
 TEST_F(PublicServerTest, AChunkedBodyOverTheCapGets413) {
-  Raw raw(port());
+  RawConnection raw(port());
   std::string request = "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
   const std::string chunk(64 * 1024, 'x');
   for (int i = 0; i < 20; ++i) request += "10000\r\n" + chunk + "\r\n";
@@ -534,7 +457,7 @@ TEST_F(PublicServerTest, AChunkedBodyOverTheCapGets413) {
 }
 
 TEST_F(PublicServerTest, AMalformedRequestGets400AndTheConnectionCloses) {
-  Raw raw(port());
+  RawConnection raw(port());
   ASSERT_TRUE(raw.send("GET /fast HTTP/1.1\r\nHost h\r\n\r\n"));
   const std::string reply = raw.read_all();
   EXPECT_EQ(status_line(reply), "HTTP/1.1 400 Bad Request");
@@ -555,7 +478,7 @@ TEST(PublicServerLimits, ASlowlorisClientIsDroppedAtTheHeaderTimeout) {
   PublicServer server("127.0.0.1:0", upstream.address(), short_limits(),
                       [](const Request&, Reply) { return false; });
   server.start();
-  Raw slow(server.port());
+  RawConnection slow(server.port());
   ASSERT_TRUE(slow.send("GET /healthz HTTP/1.1\r\nHost: h\r\n"));
   std::atomic<bool> done{false};
   std::atomic<bool> cut_off{false};
@@ -577,7 +500,7 @@ TEST(PublicServerLimits, AnIdleKeepAliveConnectionIsClosedAfterItsTimeout) {
   HeldReplies held;
   PublicServer server("127.0.0.1:0", upstream.address(), short_limits(), fast_handler(held));
   server.start();
-  Raw raw(server.port());
+  RawConnection raw(server.port());
   ASSERT_TRUE(raw.send("GET /fast HTTP/1.1\r\nHost: h\r\n\r\n"));
   ASSERT_TRUE(raw.read_reply());
   EXPECT_FALSE(raw.closed_by_server());
@@ -591,7 +514,7 @@ TEST(PublicServerLimits, TheLastRequestAllowedOnAConnectionIsAnsweredWithClose) 
   limits.keep_alive_max_requests = 2;
   PublicServer server("127.0.0.1:0", upstream.address(), limits, fast_handler(held));
   server.start();
-  Raw raw(server.port());
+  RawConnection raw(server.port());
   ASSERT_TRUE(
       raw.send("GET /fast HTTP/1.1\r\nHost: h\r\n\r\nGET /fast HTTP/1.1\r\nHost: h\r\n\r\n"));
   const auto first = raw.read_reply();
@@ -611,15 +534,15 @@ TEST(PublicServerLimits, ConnectionsOverTheCapGet503AtOnceAndTheOthersAreStillSe
   limits.header_timeout = 60s;  // so only the cap can explain a close
   PublicServer server("127.0.0.1:0", upstream.address(), limits, fast_handler(held));
   server.start();
-  std::vector<std::unique_ptr<Raw>> open;
-  for (int i = 0; i < 4; ++i) open.push_back(std::make_unique<Raw>(server.port()));
+  std::vector<std::unique_ptr<RawConnection>> open;
+  for (int i = 0; i < 4; ++i) open.push_back(std::make_unique<RawConnection>(server.port()));
   // The server counts a connection once it has accepted it: the first request on each proves it.
   for (auto& raw : open) {
     ASSERT_TRUE(raw->send("GET /fast HTTP/1.1\r\nHost: h\r\n\r\n"));
     ASSERT_TRUE(raw->read_reply());
   }
   const auto start = std::chrono::steady_clock::now();
-  Raw extra(server.port());
+  RawConnection extra(server.port());
   const std::string refused = extra.read_all();
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
   EXPECT_EQ(status_line(refused), "HTTP/1.1 503 Service Unavailable");
@@ -646,12 +569,12 @@ TEST(PublicServerLimits, AFastRequestAnswersWithinASecondBeside500IdleConnection
   HeldReplies held;
   PublicServer server("127.0.0.1:0", upstream.address(), {}, fast_handler(held));  // defaults
   server.start();
-  std::vector<std::unique_ptr<Raw>> idle;
+  std::vector<std::unique_ptr<RawConnection>> idle;
   for (int i = 0; i < 500; ++i) {
-    idle.push_back(std::make_unique<Raw>(server.port()));
+    idle.push_back(std::make_unique<RawConnection>(server.port()));
     ASSERT_TRUE(idle.back()->connected()) << "connection " << i;
   }
-  Raw slow(server.port());
+  RawConnection slow(server.port());
   ASSERT_TRUE(slow.send("GET /fast HTTP/1.1\r\nHost: h\r\nX-Slow: 1\r\n"));
   for (int round = 0; round < 3; ++round) {
     const auto start = std::chrono::steady_clock::now();
@@ -671,8 +594,8 @@ TEST(PublicServerLifeCycle, StopClosesOpenConnectionsAndALateReplyDoesNothing) {
   auto server = std::make_unique<PublicServer>("127.0.0.1:0", upstream.address(), PublicLimits{},
                                                fast_handler(held));
   server->start();
-  Raw idle(server->port());
-  Raw waiting(server->port());
+  RawConnection idle(server->port());
+  RawConnection waiting(server->port());
   ASSERT_TRUE(waiting.send("GET /later HTTP/1.1\r\nHost: h\r\n\r\n"));
   ASSERT_TRUE(within(5s, [&] { return held.size() == 1; }));
   const auto start = std::chrono::steady_clock::now();
@@ -691,7 +614,7 @@ TEST(PublicServerLifeCycle, AReplyOutlivingTheServerDoesNothing) {
   auto server = std::make_unique<PublicServer>("127.0.0.1:0", upstream.address(), PublicLimits{},
                                                fast_handler(held));
   server->start();
-  Raw waiting(server->port());
+  RawConnection waiting(server->port());
   ASSERT_TRUE(waiting.send("GET /later HTTP/1.1\r\nHost: h\r\n\r\n"));
   ASSERT_TRUE(within(5s, [&] { return held.size() == 1; }));
   Reply reply = held.take();
