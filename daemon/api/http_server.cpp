@@ -40,35 +40,7 @@ Response text(int status, std::string body) {
   return Response{status, "text/plain; charset=utf-8", std::move(body), {}};
 }
 
-std::string describe(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "unknown error";
-  }
-}
-
 }  // namespace
-
-Response json_error(int status, std::string_view message) {
-  return Response{status, std::string(kJson), nlohmann::json{{"error", message}}.dump(), {}};
-}
-
-Response failure_response(const std::exception_ptr& error, std::string_view context) {
-  const std::string message =
-      (context.empty() ? "" : std::string(context) + ": ") + describe(error);
-  try {
-    std::rethrow_exception(error);
-  } catch (const store::StoreBusy&) {
-    Response busy = json_error(503, message);
-    busy.headers.emplace("Retry-After", "1");
-    return busy;
-  } catch (...) {
-  }
-  return json_error(500, message);
-}
 
 Routes::Routes(Readiness ready, metrics::Registry& metrics, DeliveryCounts delivery_counts)
     : ready_(std::move(ready)), metrics_(metrics), delivery_counts_(std::move(delivery_counts)) {}

@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "model/model.hpp"
+
 namespace channeld::api {
 
 struct Request {
@@ -35,5 +37,11 @@ Response json_error(int status, std::string_view message);
 // (a burst: the same request shortly after may well work), 500 for anything else. `context`
 // prefixes the message when not empty.
 Response failure_response(const std::exception_ptr& error, std::string_view context = {});
+
+// The message of an exception caught as `error` ("unknown error" for what is not one).
+std::string describe(const std::exception_ptr& error);
+
+// "2026-12-01T09:00:00Z": how every time in a response body is written (UTC, whole seconds).
+std::string iso_time(SysTime t);
 
 }  // namespace channeld::api

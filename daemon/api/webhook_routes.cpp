@@ -18,18 +18,6 @@ Response json_ok(const nlohmann::ordered_json& body) {
   return Response{200, "application/json", body.dump(), {}};
 }
 
-std::string iso_time(SysTime t) {
-  const auto day = std::chrono::floor<std::chrono::days>(t);
-  const std::chrono::year_month_day date{day};
-  const std::chrono::hh_mm_ss time{t - day};
-  char text[32];
-  std::snprintf(text, sizeof text, "%04d-%02u-%02uT%02d:%02d:%02dZ", static_cast<int>(date.year()),
-                static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
-                static_cast<int>(time.hours().count()), static_cast<int>(time.minutes().count()),
-                static_cast<int>(time.seconds().count()));
-  return text;
-}
-
 // The partner a request is about: a partner token's own (naming another is a 403, so nothing of
 // it is revealed, not even whether it exists); for admin the one named, which is required.
 std::variant<std::string, Response> partner_of(const Principal& who,
