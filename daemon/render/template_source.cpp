@@ -164,6 +164,7 @@ const Library::File& Library::load(const std::string& name, const std::string& r
         referenced_by,
         "template name '" + name + "' must be a relative path inside the kit or templates folder");
   }
+  if (auto it = by_name_.find(name); it != by_name_.end()) return *it->second;
   std::vector<std::string> folders{kit_folder_};
   if (!templates_dir_.empty()) folders.push_back(templates_dir_);
   for (const auto& folder : folders) {
@@ -171,7 +172,10 @@ const Library::File& Library::load(const std::string& name, const std::string& r
     std::error_code ec;
     if (!fs::is_regular_file(candidate, ec)) continue;
     std::string path = candidate.lexically_normal().string();
-    if (auto it = files_.find(path); it != files_.end()) return it->second;
+    if (auto it = files_.find(path); it != files_.end()) {
+      by_name_.emplace(name, &it->second);
+      return it->second;
+    }
     // A symlink (or a linked folder on the way) may lead anywhere: to /etc/passwd or to the
     // link-signing key, which a preview or a real email would then carry.
     const fs::path resolved = fs::weakly_canonical(candidate, ec);
@@ -196,7 +200,9 @@ const Library::File& Library::load(const std::string& name, const std::string& r
     if (file.text.ends_with('\n')) file.text.pop_back();
     if (file.text.ends_with('\r')) file.text.pop_back();
     file.tokens = scan(file.text, path);
-    return files_.emplace(path, std::move(file)).first->second;
+    const File& loaded = files_.emplace(path, std::move(file)).first->second;
+    by_name_.emplace(name, &loaded);
+    return loaded;
   }
   std::string where = "'" + kit_folder_ + "'";
   if (!templates_dir_.empty()) where += " or '" + templates_dir_ + "'";

@@ -72,6 +72,9 @@ class Library {
   std::string templates_dir_;
   Config::Limits limits_;
   std::map<std::string, File> files_;  // by resolved path
+  // By the name a tag or kit.toml gives: a partial included thousands of times (up to
+  // limits.template_expansion_bytes) is looked for on disk once, not once per inclusion.
+  std::map<std::string, const File*> by_name_;
 };
 
 }  // namespace channeld::render::source

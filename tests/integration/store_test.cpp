@@ -523,9 +523,12 @@ TEST_F(StoreTest, MdfCountsEachContactWithAHumanClickOnceAndAttributedLeadsPerCa
   std::map<std::string, std::vector<long long>> ids_of;  // "partner email" -> outbox ids
   for (const auto& m : sent) ids_of[m.partner_id + " " + m.email].push_back(m.id);
   auto engaged = [&](long long outbox, const char* partner, int clicks, int human) {
+    // Named, not a temporary in the statement: soci::use keeps a reference, and the statement
+    // runs when the whole expression ends, after such a temporary is gone (ASan reported it).
+    const std::string p = partner;
     db_ << "INSERT INTO message_engagement (outbox_id, kit_id, partner_id, clicks, human_clicks)"
            " VALUES (:id, 'q4-cloud', :partner, :clicks, :human)",
-        soci::use(outbox), soci::use(std::string(partner)), soci::use(clicks), soci::use(human);
+        soci::use(outbox), soci::use(p), soci::use(clicks), soci::use(human);
   };
   // a@ clicked in both acme-it messages: one contact. b@'s click was a link scanner's.
   engaged(ids_of["acme-it a@x.example"].at(0), "acme-it", 2, 2);
