@@ -215,12 +215,14 @@ TEST_F(EngagementApi, AUserAgentThatIsNotUtf8IsStoredCleanedAndCostsNoOtherHit) 
   EXPECT_EQ(engagement_of(acme_, "clicks"), 4);
   soci::session db("postgresql", db_);
   std::vector<std::string> details(8);
-  db << "SELECT detail FROM delivery_event WHERE kind = 'clicked' ORDER BY id", soci::into(details);
-  ASSERT_EQ(details.size(), 4u);
-  EXPECT_EQ(details[0], "link 0; bad ?? agent");
-  EXPECT_EQ(details[1], "link 0; nul ? inside");
-  EXPECT_EQ(details[2], "link 0; " + std::string(199, 'a') + "?") << "no half character";
-  EXPECT_EQ(details[3], std::string("link 0; ") + kBrowser);
+  // Two recorder threads may commit two batches in either order: compared as a set.
+  db << "SELECT detail FROM delivery_event WHERE kind = 'clicked' ORDER BY detail",
+      soci::into(details);
+  EXPECT_THAT(details,
+              ::testing::UnorderedElementsAre("link 0; bad ?? agent", "link 0; nul ? inside",
+                                              "link 0; " + std::string(199, 'a') + "?",
+                                              std::string("link 0; ") + kBrowser))
+      << "each agent stored cleaned; the cut one without half a character";
 }
 
 // The Tracker as the public front uses it: cache misses looked up on another thread, answers
