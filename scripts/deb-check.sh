@@ -10,15 +10,8 @@
 # debootstraps one into /tmp/channeld-deb-base and keeps it for the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 
-build=${CHANNELD_DEB_BUILD_DIR:-build-deb}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
-  -DCHANNELD_WERROR=ON -DCHANNELD_TESTS=OFF -DCHANNELD_BENCH=OFF -DCHANNELD_FAULT_HOOKS=OFF >/dev/null
-cmake --build "$build" -j2 --target channeld
-rm -f "$build"/channeld_*.deb
-(cd "$build" && cpack -G DEB >/dev/null)
-deb=$(ls "$build"/channeld_*.deb)
+deb=$(scripts/build-deb.sh | tail -1)
 echo "deb-check: built $deb"
 
 fail() { echo "deb-check: FAILED: $*"; exit 1; }
