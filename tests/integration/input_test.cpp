@@ -668,10 +668,19 @@ constexpr const char* kStartPasswordCluster = R"sh(set -e
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 as_pg=""
 if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$1"; as_pg="runuser -u postgres --"; fi
-port=$("$3" 56150)
 $as_pg "$bin/initdb" -D "$1/data" -A scram-sha-256 -U channeld --pwfile="$2" -E UTF8 --locale=C.UTF-8 >/dev/null
-$as_pg "$bin/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 60 -o "-p $port -k $1 -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
-echo "$port"
+# A port free when looked at may be taken before the server binds it (tests run two at a time):
+# another free port then, a few times, and the server's own log if it still will not start.
+for attempt in 1 2 3 4 5; do
+  port=$("$3" $((56150 + 40 * attempt)))
+  if $as_pg "$bin/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 60 \
+       -o "-p $port -k $1 -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null; then
+    echo "$port"
+    exit 0
+  fi
+done
+cat "$1/server.log"
+exit 1
 )sh";
 
 constexpr const char* kStopPasswordCluster =
