@@ -6,10 +6,12 @@
 #include <string_view>
 
 #include "api/message.hpp"
+#include "render/render.hpp"
 
 namespace channeld::api {
 
-std::string escape_html(std::string_view text);
+// Escaping is render's, so pages and mail escape alike.
+using render::escape_html;
 // `body_html` is trusted markup; `title` is escaped.
 Response page(int status, const std::string& title, const std::string& body_html);
 // The answer to a link whose token does not verify.

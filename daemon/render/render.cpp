@@ -746,32 +746,6 @@ RenderedEmail render_email(const KitTemplates& templates, const Step& step, cons
 
 namespace {
 
-std::string escape_html(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() + 16);
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
 
 // The proof's banner, in the words a partner's marketer reads: what this is, when it goes, to
 // how many, and how to stop it. Both parts say the same.
@@ -922,6 +896,33 @@ std::string render_payload(const KitTemplates& templates, const Step& step, cons
                      std::string("rendered payload is not JSON: ") + e.what());
   }
   return payload;
+}
+
+std::string escape_html(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 16);
+  for (char c : text) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
 }
 
 }  // namespace channeld::render
