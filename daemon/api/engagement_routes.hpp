@@ -31,6 +31,9 @@ struct EngagementSettings {
 
 struct EngagementDeps {
   store::Engagement* store = nullptr;
+  // Where opens and clicks go: the daemon makes them durable in a local journal first
+  // (app::HitJournal); store->record when empty.
+  std::function<void(store::Hit, store::HitRecorded)> record;
   std::function<EngagementSettings()> settings;
   // The URL a click token stands for: the link of that message with that digest, as the kit
   // renders it for that message now; nullopt if the kit no longer has that link.

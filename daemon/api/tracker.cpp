@@ -133,9 +133,14 @@ void Tracker::answer(Kind kind, const Found& found, bool head, const std::string
                  agent,
                  deps_.clock()};
   Response ok = kind == Kind::click ? redirect_to(*found.link) : tracking_pixel();
-  deps_.store->record(std::move(hit), [reply, ok = std::move(ok)](std::exception_ptr error) {
+  store::HitRecorded done = [reply, ok = std::move(ok)](std::exception_ptr error) {
     reply(error ? failure_response(error) : ok);
-  });
+  };
+  if (deps_.record) {
+    deps_.record(std::move(hit), std::move(done));
+  } else {
+    deps_.store->record(std::move(hit), std::move(done));
+  }
 }
 
 std::optional<Tracker::Found> Tracker::recall(const std::string& token, Kind kind) {

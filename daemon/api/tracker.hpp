@@ -5,8 +5,9 @@
 //
 // Per request: the token's HMAC is checked; the message and, for a click, the kit's link are
 // found in a cache or, on a miss, looked up by `offload` (a database read and a render: they
-// block); the hit is queued to store::Engagement's recorder; the answer (302 or the pixel) is
-// sent once the hit is durable. A click that was redirected is a click that was counted.
+// block); the hit is handed to `deps.record` (the daemon's app::HitJournal, durable on local
+// disk) or else to store::Engagement's recorder; the answer (302 or the pixel) is sent once the
+// hit is durable. A click that was redirected is a click that was counted.
 //
 // The cache holds, per token, what the lookup found: the message's outbox row (which never
 // changes once sent) and the link's URL, valid while the kits are the ones it was resolved

@@ -33,6 +33,7 @@
 #include "app/claims.hpp"
 #include "app/dispatcher.hpp"
 #include "app/event_feed.hpp"
+#include "app/hit_journal.hpp"
 #include "app/journal.hpp"
 #include "app/planner.hpp"
 #include "app/proofs.hpp"
@@ -203,6 +204,13 @@ class Daemon {
         });
     if (replayed > 0)
       spdlog::info("recorded {} delivery outcomes from the journal of a stopped daemon", replayed);
+    // Opens and clicks a stopped daemon answered but had not yet written to the database.
+    const std::filesystem::path hits_dir = std::filesystem::path(config.paths.state) / "hits";
+    const auto replayed_hits = replay_dead_hit_journals(hits_dir, engagement_);
+    if (replayed_hits > 0)
+      spdlog::info("recorded {} opens and clicks from the journal of a stopped daemon",
+                   replayed_hits);
+    hits_ = std::make_unique<HitJournal>(hits_dir, owner_, engagement_);
     run_readiness_check();
     connector_ = make_connector(config);
     deliver::WebhookSettings webhook_settings;
@@ -292,6 +300,9 @@ class Daemon {
     });
     api::EngagementDeps deps;
     deps.store = &engagement_;
+    deps.record = [this](store::Hit hit, store::HitRecorded done) {
+      hits_->record(std::move(hit), std::move(done));
+    };
     deps.settings = [this] {
       const auto snapshot = snapshots_.get();
       return api::EngagementSettings{snapshot->link_secret,
@@ -352,6 +363,13 @@ class Daemon {
             out.emplace_back(metrics::label_set({{"state", state}}), static_cast<double>(n));
           return out;
         });
+    metrics_.gauge("hits_waiting",
+                   "Opens and clicks answered and durable in the local journal (paths.state/hits) "
+                   "that the database does not have yet",
+                   [this] {
+                     return std::vector<std::pair<std::string, double>>{
+                         {"", static_cast<double>(hits_ ? hits_->waiting() : 0)}};
+                   });
     metrics_.gauge("sending_held",
                    "1 while no message goes out because the suppression file cannot be read or "
                    "validated (see /readyz for why), else 0",
@@ -401,6 +419,7 @@ class Daemon {
   void stop_http() {
     if (public_) public_->stop();
     if (lookups_) lookups_->join();
+    if (hits_) hits_->stop(kHitsGrace);
     engagement_.drain();
     if (http_) http_->stop();
   }
@@ -932,6 +951,11 @@ class Daemon {
   std::string owner_;
   std::string link_secret_;  // from the database; used when the config names no secret file
   std::unique_ptr<Journal> journal_;
+  // Opens and clicks, durable on disk before they are answered (engagement_ must outlive it).
+  std::unique_ptr<HitJournal> hits_;
+  // At shutdown, after delivery's grace: what the database has not taken by then is replayed
+  // at the next start (kept within kExitAfterGrace).
+  static constexpr std::chrono::milliseconds kHitsGrace{1000};
   std::unique_ptr<deliver::EmailConnector> connector_;
   std::unique_ptr<deliver::WebhookConnector> webhooks_;
   std::unique_ptr<Dispatcher> dispatcher_;

@@ -1,6 +1,7 @@
 #include "render/render.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -43,8 +44,22 @@ bool starts_with_nocase(std::string_view text, std::string_view prefix) {
   return true;
 }
 
+// Every message's HTML is scanned for tags and links: memchr jumps to the candidates for a
+// needle that starts with a non-letter ('<'), rather than comparing at every byte.
 std::size_t find_nocase(std::string_view text, std::string_view needle, std::size_t from) {
-  for (std::size_t i = from; i + needle.size() <= text.size(); ++i) {
+  if (needle.empty()) return from <= text.size() ? from : std::string_view::npos;
+  if (text.size() < needle.size()) return std::string_view::npos;
+  const std::size_t last = text.size() - needle.size();
+  const char first = lower(needle[0]);
+  const bool letter = first >= 'a' && first <= 'z';
+  for (std::size_t i = from; i <= last; ++i) {
+    if (!letter) {
+      const void* hit = std::memchr(text.data() + i, first, last - i + 1);
+      if (hit == nullptr) return std::string_view::npos;
+      i = static_cast<std::size_t>(static_cast<const char*>(hit) - text.data());
+    } else if (lower(text[i]) != first) {
+      continue;
+    }
     if (starts_with_nocase(text.substr(i), needle)) return i;
   }
   return std::string_view::npos;

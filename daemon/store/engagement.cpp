@@ -62,10 +62,12 @@ void queue_feed_event(soci::session& sql, const std::string& kind, long long id,
       soci::use(link_text, link_ind, "link"), soci::into(queued);
 }
 
+}  // namespace
+
 // User agents are attacker-chosen text: bounded before they reach the event log, and made
 // valid UTF-8 without NUL (a byte PostgreSQL's text refuses would fail the whole batch it
 // travels in): each byte that does not start or continue a well-formed sequence becomes '?'.
-std::string clip(std::string_view text) {
+std::string clip_user_agent(std::string_view text) {
   constexpr std::size_t kMax = 200;
   std::string out;
   out.reserve(std::min(text.size(), kMax));
@@ -96,8 +98,6 @@ std::string clip(std::string_view text) {
   }
   return out;
 }
-
-}  // namespace
 
 std::optional<MessageRef> Engagement::message_by_key(const std::string& idempotency_key) {
   return store_.impl().run("reading a message", [&](soci::session& sql) {
@@ -174,14 +174,17 @@ void Engagement::record_batches() {
 // and each person's open or click of a partner whose feed takes that type goes to
 // queue_partner_event once per fact (the function skips what is queued already: only the
 // first open, and first click of a link, become events). Rows are locked in outbox id order,
-// so batches recorded at the same time wait for each other but never deadlock.
+// so batches recorded at the same time wait for each other but never deadlock. A hit about a
+// message this database does not have (a hit journal replayed from a state folder copied from
+// another installation) is dropped, rather than failing its batch at every attempt.
 constexpr const char* kRecordHits = R"(
   WITH hit AS (
     SELECT * FROM unnest(CAST(:id AS bigint[]), CAST(:kit AS text[]), CAST(:partner AS text[]),
                          CAST(:click AS integer[]), CAST(:proxy AS integer[]),
                          CAST(:at AS timestamptz[]), CAST(:kind AS text[]),
                          CAST(:detail AS text[]), CAST(:fact AS text[]), CAST(:link AS text[]))
-      AS h(id, kit, partner, click, proxy, at, kind, detail, fact, link)),
+      AS h(id, kit, partner, click, proxy, at, kind, detail, fact, link)
+    WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.id = h.id)),
   counted AS (
     INSERT INTO message_engagement AS e (outbox_id, kit_id, partner_id, opens, proxy_opens,
                                          first_open_at, clicks, human_clicks, first_click_at)
@@ -211,8 +214,19 @@ constexpr const char* kRecordHits = R"(
         ORDER BY id, kind, fact, at) AS wanted)";
 
 void Engagement::write_batch(const std::vector<Recorder::Queued>& batch) {
+  std::vector<Hit> hits;
+  hits.reserve(batch.size());
+  for (const auto& queued : batch) hits.push_back(queued.hit);
+  write_hits(hits,
+             batch.size() == 1 ? (batch.front().hit.click ? "recording a click" : "recording an open")
+                               : "recording opens and clicks",
+             {});
+}
+
+void Engagement::write_hits(const std::vector<Hit>& hits, const char* what,
+                            const std::function<void(soci::session&)>& also) {
   ArrayLiteral id, kit, partner, click, proxy, at, kind, detail, fact, link;
-  for (const auto& [hit, done] : batch) {
+  for (const auto& hit : hits) {
     id.add(static_cast<long long>(hit.outbox_id));
     kit.add(hit.kit_id);
     partner.add(hit.partner_id);
@@ -221,12 +235,12 @@ void Engagement::write_batch(const std::vector<Recorder::Queued>& batch) {
     at.add(hit.at);
     if (hit.click) {
       kind.add(hit.proxy ? "clicked_by_scanner" : "clicked");
-      detail.add("link " + std::to_string(hit.link_index) + "; " + clip(hit.user_agent));
+      detail.add("link " + std::to_string(hit.link_index) + "; " + clip_user_agent(hit.user_agent));
       fact.add(static_cast<long long>(hit.link_index));
       link.add(hit.link);
     } else {
       kind.add(hit.proxy ? "opened_by_proxy" : "opened");
-      detail.add(clip(hit.user_agent));
+      detail.add(clip_user_agent(hit.user_agent));
       fact.add("");
       link.add("");
     }
@@ -235,18 +249,43 @@ void Engagement::write_batch(const std::vector<Recorder::Queued>& batch) {
                     clicks = click.text(), proxies = proxy.text(), ats = at.text(),
                     kinds = kind.text(), details = detail.text(), facts = fact.text(),
                     links = link.text();
-  store_.impl().run(
-      batch.size() == 1 ? (batch.front().hit.click ? "recording a click" : "recording an open")
-                        : "recording opens and clicks",
-      [&](soci::session& sql) {
-        soci::transaction tx(sql);
-        long long queued = 0;
-        sql << kRecordHits, soci::use(ids, "id"), soci::use(kits, "kit"),
-            soci::use(partners, "partner"), soci::use(clicks, "click"), soci::use(proxies, "proxy"),
-            soci::use(ats, "at"), soci::use(kinds, "kind"), soci::use(details, "detail"),
-            soci::use(facts, "fact"), soci::use(links, "link"), soci::into(queued);
-        tx.commit();
-      });
+  store_.impl().run(what, [&](soci::session& sql) {
+    soci::transaction tx(sql);
+    long long queued = 0;
+    sql << kRecordHits, soci::use(ids, "id"), soci::use(kits, "kit"),
+        soci::use(partners, "partner"), soci::use(clicks, "click"), soci::use(proxies, "proxy"),
+        soci::use(ats, "at"), soci::use(kinds, "kind"), soci::use(details, "detail"),
+        soci::use(facts, "fact"), soci::use(links, "link"), soci::into(queued);
+    if (also) also(sql);
+    tx.commit();
+  });
+}
+
+void Engagement::record_journaled(const std::vector<Hit>& hits, const std::string& journal,
+                                  std::uint64_t through) {
+  const long long mark = static_cast<long long>(through);
+  write_hits(hits, "recording opens and clicks from the journal", [&](soci::session& sql) {
+    sql << "INSERT INTO hit_journal (journal, applied) VALUES (:journal, :mark)"
+           " ON CONFLICT (journal) DO UPDATE SET applied = EXCLUDED.applied",
+        soci::use(journal, "journal"), soci::use(mark, "mark");
+  });
+}
+
+std::uint64_t Engagement::journal_applied(const std::string& journal) {
+  return store_.impl().run("reading a hit journal's mark", [&](soci::session& sql) {
+    long long applied = 0;
+    soci::indicator found = soci::i_null;
+    sql << "SELECT applied FROM hit_journal WHERE journal = :journal", soci::use(journal, "journal"),
+        soci::into(applied, found);
+    return sql.got_data() && found == soci::i_ok ? static_cast<std::uint64_t>(applied)
+                                                 : std::uint64_t{0};
+  });
+}
+
+void Engagement::forget_journal(const std::string& journal) {
+  store_.impl().run("forgetting a hit journal", [&](soci::session& sql) {
+    sql << "DELETE FROM hit_journal WHERE journal = :journal", soci::use(journal, "journal");
+  });
 }
 
 namespace {

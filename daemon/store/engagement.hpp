@@ -66,6 +66,10 @@ struct Hit {
   std::string user_agent;  // attacker-chosen: clipped and made valid UTF-8 before it is stored
   SysTime at{};
 };
+// User agents are attacker-chosen text: at most 200 bytes of valid UTF-8 without NUL, each
+// byte that does not start or continue a well-formed sequence replaced by '?'.
+std::string clip_user_agent(std::string_view text);
+
 // Called once a hit's transaction committed (nullptr: durable) or failed (the error), on the
 // recorder's thread: it must not block.
 using HitRecorded = std::function<void(std::exception_ptr)>;
@@ -132,6 +136,17 @@ class Engagement {
   void record_click(const MessageRef& message, int link_index, const std::string& link, bool proxy,
                     const std::string& user_agent, SysTime now);
 
+  // ---- hits made durable in a local journal first (app::HitJournal) ----
+  // Records `hits` (as record() does) and notes, in the same transaction, that journal
+  // `journal` is applied through line `through`, so a replay after a crash skips exactly what
+  // PostgreSQL already has. Throws StoreError; nothing is recorded then.
+  void record_journaled(const std::vector<Hit>& hits, const std::string& journal,
+                        std::uint64_t through);
+  // The last line of `journal` recorded; 0 for a journal never applied.
+  std::uint64_t journal_applied(const std::string& journal);
+  // The journal is gone from disk: its row goes too.
+  void forget_journal(const std::string& journal);
+
   // Suppresses `email` for `partner_id` and marks the partner's latest message to it as the one
   // that was unsubscribed from (queuing the partner feed's `unsubscribed` event). Idempotent.
   // Returns false if the address was already suppressed for that partner (or globally).
@@ -187,6 +202,9 @@ class Engagement {
   static constexpr std::size_t kRecorderThreads = 2;
   void record_batches();
   void write_batch(const std::vector<Recorder::Queued>& batch);
+  // One transaction: the hits, then `also` (a journal's mark) before the commit.
+  void write_hits(const std::vector<Hit>& hits, const char* what,
+                  const std::function<void(soci::session&)>& also);
 
   Store& store_;
   Recorder recorder_;

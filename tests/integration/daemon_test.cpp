@@ -1099,5 +1099,57 @@ text = "body.txt.mustache"
             "1|1");
 }
 
+// A click is answered once it is on disk (paths.state/hits), before the database has it: a
+// kill -9 right after the answers loses none of them and the restart counts none twice.
+TEST(Engagement, ClicksAnsweredBeforeAKillNineAreCountedOnceAfterTheRestart) {
+  auto db = fresh_database("daemon_click_kill9");
+  if (db.empty()) return;
+  SmtpTestServer smtp;
+  Site site(db, smtp.port());
+  site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 1});
+  site.add_kit("k", "", 1, "<p>Hello, <a href=\"https://acme-it.example/offer\">see the offer</a></p>");
+  auto config = read_file(site.dir() / "channeld.toml");
+  config.replace(config.find("listen = \"127.0.0.1:0\"\n"), 23,
+                 "listen = \"127.0.0.1:0\"\npublic_listen = \"127.0.0.1:0\"\n");
+  write_file(site.dir() / "channeld.toml", config);
+  site.migrate();
+  constexpr int kClicks = 200;
+  {
+    Process daemon(site.channeld({}), site.dir() / "first.log");
+    ASSERT_TRUE(eventually([&] { return smtp.messages().size() == 1; })) << daemon.output();
+    std::smatch found;
+    const std::string log = daemon.output();
+    ASSERT_TRUE(
+        std::regex_search(log, found, std::regex("public front listening on port ([0-9]+)")))
+        << log;
+    const std::string click =
+        first_match(mails(smtp).at(0).decoded, "https://mkt\\.vendor\\.example/c/[A-Za-z0-9_.-]+");
+    ASSERT_FALSE(click.empty());
+    httplib::Client http("127.0.0.1", std::stoi(found[1].str()));
+    for (int i = 0; i < kClicks; ++i) {
+      auto clicked = http.Get(path_of(click), {{"User-Agent", "Mozilla/5.0 Firefox/120.0"}});
+      ASSERT_TRUE(clicked);
+      ASSERT_EQ(clicked->status, 302);
+    }
+    daemon.signal(SIGKILL);
+    daemon.wait();
+  }
+  auto scalar = [&](const std::string& sql) {
+    soci::session session("postgresql", db);
+    long long n = 0;
+    session << sql, soci::into(n);
+    return n;
+  };
+  const auto before = scalar("SELECT COALESCE(sum(clicks), 0) FROM message_engagement");
+  EXPECT_LE(before, kClicks);
+  const auto log = site.run_until_idle();
+  EXPECT_EQ(scalar("SELECT COALESCE(sum(clicks), 0) FROM message_engagement"), kClicks) << log;
+  EXPECT_EQ(scalar("SELECT count(*) FROM delivery_event WHERE kind = 'clicked'"), kClicks);
+  if (before < kClicks) {
+    EXPECT_THAT(log, HasSubstr("opens and clicks from the journal of a stopped daemon"));
+  }
+  std::printf("clicks in the database at the kill: %lld of %d\n", before, kClicks);
+}
+
 }  // namespace
 }  // namespace channeld::testing

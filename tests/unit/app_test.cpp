@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "app/decisions.hpp"
+#include "app/hit_journal.hpp"
 #include "app/journal.hpp"
 #include "app/proofs.hpp"
 #include "support/support.hpp"
@@ -272,6 +273,68 @@ TEST(Journal, ALineReadsBackAsTheOutcomeItWasWrittenFrom) {
   store::Outcome back;
   EXPECT_FALSE(parse_journal_line("{\"owner\":\"a\",\"id\":3,\"ki", owner, back))
       << "a torn last line is skipped, not misread";
+}
+
+TEST(HitJournalLine, ReadsBackAsTheHitItWasWrittenFrom) {
+  store::Hit click;
+  click.click = true;
+  click.outbox_id = 123456789012;
+  click.kit_id = "q4-launch";
+  click.partner_id = "acme-it";
+  click.proxy = true;
+  click.link_index = 3;
+  click.link = "https://acme-it.example/a?b=1&c=\\t\tx\n";
+  click.user_agent = "Bot\t1\r\n\\";
+  click.at = utc(2026, 12, 1, 9);
+  std::uint64_t line = 0;
+  store::Hit back;
+  const std::string text = hit_journal_line(42, click);
+  ASSERT_EQ(text.back(), '\n');
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << "one hit, one line";
+  ASSERT_TRUE(parse_hit_journal_line(std::string_view(text).substr(0, text.size() - 1), line, back));
+  EXPECT_EQ(line, 42u);
+  EXPECT_TRUE(back.click);
+  EXPECT_EQ(back.outbox_id, click.outbox_id);
+  EXPECT_EQ(back.kit_id, click.kit_id);
+  EXPECT_EQ(back.partner_id, click.partner_id);
+  EXPECT_TRUE(back.proxy);
+  EXPECT_EQ(back.link_index, 3);
+  EXPECT_EQ(back.link, click.link);
+  EXPECT_EQ(back.user_agent, click.user_agent);
+  EXPECT_EQ(back.at, click.at);
+
+  // A user agent is clipped to what the database keeps before it reaches the disk.
+  store::Hit open = click;
+  open.click = false;
+  open.user_agent = std::string(5000, 'a') + "\xff";
+  const std::string long_text = hit_journal_line(43, open);
+  ASSERT_TRUE(
+      parse_hit_journal_line(std::string_view(long_text).substr(0, long_text.size() - 1), line, back));
+  EXPECT_FALSE(back.click);
+  EXPECT_EQ(back.user_agent, std::string(200, 'a'));
+}
+
+TEST(HitJournalLine, ATornOrForeignLineIsRefused) {
+  std::uint64_t line = 0;
+  store::Hit back;
+  store::Hit hit;
+  hit.outbox_id = 7;
+  const std::string text = hit_journal_line(9, hit);
+  for (std::size_t cut = 0; cut + 1 < text.size(); ++cut) {
+    const std::string_view part = std::string_view(text).substr(0, cut);
+    // The last field may end anywhere: only cuts that lose whole fields or a number show.
+    if (std::count(part.begin(), part.end(), '\t') < 9) {
+      EXPECT_FALSE(parse_hit_journal_line(part, line, back)) << part;
+    }
+  }
+  EXPECT_FALSE(parse_hit_journal_line("0\t1\t7\t0\t0\t0\tk\tp\tl\tua", line, back))
+      << "lines are numbered from 1";
+  EXPECT_FALSE(parse_hit_journal_line("1\t2\t7\t0\t0\t0\tk\tp\tl\tua", line, back));
+  EXPECT_FALSE(parse_hit_journal_line("1\t1\tx7\t0\t0\t0\tk\tp\tl\tua", line, back));
+  EXPECT_FALSE(parse_hit_journal_line("1\t1\t7\t0\t0\t0\tk\tp\tl\\q\tua", line, back))
+      << "an escape the writer never makes";
+  EXPECT_FALSE(parse_hit_journal_line("{\"owner\":\"a\",\"id\":3}", line, back))
+      << "a delivery journal's line";
 }
 
 TEST(Journal, ALiveDaemonsJournalIsNeverReplayed) {

@@ -1,0 +1,467 @@
+#include "app/hit_journal.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <random>
+#include <spdlog/spdlog.h>
+#include <stdexcept>
+
+
+namespace channeld::app {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view kLockSuffix = ".lock";
+constexpr std::string_view kSegmentSuffix = ".hits";
+constexpr std::size_t kFields = 10;
+
+std::string errno_text() {
+  return std::strerror(errno);
+}
+
+// Text fields may hold anything a kit or a user agent holds: the separators are escaped.
+void append_escaped(std::string& out, std::string_view text) {
+  for (const char c : text) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '\t': out += "\\t"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      default: out += c;
+    }
+  }
+}
+
+bool unescape(std::string_view text, std::string& out) {
+  out.clear();
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '\\') {
+      out += text[i];
+      continue;
+    }
+    if (++i == text.size()) return false;
+    switch (text[i]) {
+      case '\\': out += '\\'; break;
+      case 't': out += '\t'; break;
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      default: return false;
+    }
+  }
+  return true;
+}
+
+template <typename Int>
+bool parse_int(std::string_view text, Int& value) {
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return error == std::errc{} && end == text.data() + text.size() && !text.empty();
+}
+
+// "<journal>.<n>.hits" -> n, for segments of `journal`.
+bool segment_number(const std::string& name, const std::string& journal, std::uint64_t& n) {
+  if (!name.starts_with(journal + ".") || !name.ends_with(kSegmentSuffix)) return false;
+  const std::string_view middle = std::string_view(name).substr(
+      journal.size() + 1, name.size() - journal.size() - 1 - kSegmentSuffix.size());
+  return parse_int(middle, n);
+}
+
+std::string safe_stem(const std::string& owner) {
+  std::string out = owner;
+  for (char& c : out) {
+    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       c == '-' || c == '_';
+    if (!plain) c = '_';
+  }
+  return out.empty() ? "_" : out;
+}
+
+// Unique per start even when a restarted daemon keeps its owner name (and pid, in a container).
+std::string journal_name(const std::string& owner) {
+  std::random_device random;
+  char suffix[17];
+  std::snprintf(suffix, sizeof suffix, "%08x%08x", random(), random());
+  return safe_stem(owner) + "-" + suffix;
+}
+
+// A new file's name survives a power loss only once its folder is synced too.
+void sync_folder(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+bool write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string hit_journal_line(std::uint64_t line, const store::Hit& hit) {
+  std::string out = std::to_string(line);
+  out += hit.click ? "\t1\t" : "\t0\t";
+  out += std::to_string(hit.outbox_id);
+  out += hit.proxy ? "\t1\t" : "\t0\t";
+  out += std::to_string(hit.link_index);
+  out += '\t';
+  out += std::to_string(hit.at.time_since_epoch().count());
+  for (const std::string_view text : {std::string_view(hit.kit_id), std::string_view(hit.partner_id),
+                                      std::string_view(hit.link)}) {
+    out += '\t';
+    append_escaped(out, text);
+  }
+  out += '\t';
+  append_escaped(out, store::clip_user_agent(hit.user_agent));
+  out += '\n';
+  return out;
+}
+
+bool parse_hit_journal_line(std::string_view text, std::uint64_t& line, store::Hit& hit) {
+  std::vector<std::string_view> fields;
+  for (std::size_t start = 0;;) {
+    const auto tab = text.find('\t', start);
+    fields.push_back(text.substr(start, tab == std::string_view::npos ? tab : tab - start));
+    if (tab == std::string_view::npos) break;
+    start = tab + 1;
+  }
+  if (fields.size() != kFields) return false;
+  store::Hit h;
+  long long at = 0;
+  if (!parse_int(fields[0], line) || line == 0 || (fields[1] != "0" && fields[1] != "1") ||
+      !parse_int(fields[2], h.outbox_id) || (fields[3] != "0" && fields[3] != "1") ||
+      !parse_int(fields[4], h.link_index) || !parse_int(fields[5], at) ||
+      !unescape(fields[6], h.kit_id) || !unescape(fields[7], h.partner_id) ||
+      !unescape(fields[8], h.link) || !unescape(fields[9], h.user_agent)) {
+    return false;
+  }
+  h.click = fields[1] == "1";
+  h.proxy = fields[3] == "1";
+  h.at = SysTime(std::chrono::seconds(at));
+  hit = std::move(h);
+  return true;
+}
+
+HitJournal::HitJournal(fs::path dir, const std::string& owner, store::Engagement& engagement,
+                       HitJournalOptions options)
+    : dir_(std::move(dir)),
+      name_(journal_name(owner)),
+      engagement_(engagement),
+      options_(options) {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) {
+    throw std::runtime_error("paths.state: cannot create " + dir_.string() + ": " + ec.message());
+  }
+  const fs::path lock = dir_ / (name_ + std::string(kLockSuffix));
+  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    const std::string why = errno_text();
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+    throw std::runtime_error("paths.state: cannot lock " + lock.string() + ": " + why);
+  }
+  writer_ = std::thread([this] { write_loop(); });
+  applier_ = std::thread([this] { apply_loop(); });
+}
+
+HitJournal::~HitJournal() {
+  stop(std::chrono::milliseconds(0));
+}
+
+fs::path HitJournal::segment_path(std::uint64_t n) const {
+  return dir_ / (name_ + "." + std::to_string(n) + std::string(kSegmentSuffix));
+}
+
+void HitJournal::record(store::Hit hit, store::HitRecorded done) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!disk_refused_ && !stopping_writer_ &&
+        unapplied_.size() + incoming_.size() < options_.max_waiting) {
+      incoming_.push_back({std::move(hit), std::move(done)});
+      wake_writer_.notify_one();
+      return;
+    }
+    ++bypassed_;
+  }
+  engagement_.record(std::move(hit), std::move(done));
+}
+
+std::size_t HitJournal::waiting() const {
+  std::lock_guard lock(mutex_);
+  return unapplied_.size();
+}
+
+std::uint64_t HitJournal::bypassed() const {
+  std::lock_guard lock(mutex_);
+  return bypassed_;
+}
+
+void HitJournal::wait_applied() {
+  std::unique_lock lock(mutex_);
+  applied_.wait(lock, [&] { return incoming_.empty() && !writing_ && unapplied_.empty(); });
+}
+
+bool HitJournal::append(const std::vector<Queued>& batch, std::uint64_t first_line) {
+  std::string text;
+  text.reserve(batch.size() * 192);
+  for (std::size_t i = 0; i < batch.size(); ++i)
+    text += hit_journal_line(first_line + i, batch[i].hit);
+  if (fd_ < 0) {
+    const fs::path path = segment_path(next_segment_);
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd_ < 0) {
+      if (const auto n = disk_log_.failure(std::chrono::steady_clock::now()))
+        spdlog::warn("hits: cannot open {}: {}; opens and clicks go straight to the database ({} "
+                     "batches so far)",
+                     path.string(), errno_text(), n);
+      return false;
+    }
+    sync_folder(dir_);
+    segment_size_ = 0;
+    std::lock_guard lock(mutex_);
+    segments_.push_back({next_segment_++, 0});
+  }
+  if (!write_all(fd_, text) || ::fdatasync(fd_) != 0) {
+    const std::string why = errno_text();
+    // Lines that reached the file but were never answered would be counted twice (here, by the
+    // direct path, and again by a replay): they are cut off, or the journal is not used again.
+    if (::ftruncate(fd_, static_cast<off_t>(segment_size_)) != 0 || ::fdatasync(fd_) != 0) {
+      broken_ = true;
+    }
+    if (const auto n = disk_log_.failure(std::chrono::steady_clock::now()))
+      spdlog::warn("hits: cannot write {}: {}; opens and clicks go straight to the database{} ({} "
+                   "batches so far)",
+                   segment_path(next_segment_ - 1).string(), why,
+                   broken_ ? " until the daemon restarts" : "", n);
+    return false;
+  }
+  if (const auto n = disk_log_.success())
+    spdlog::info("hits: the journal takes opens and clicks again after {} refused batches", n);
+  segment_size_ += text.size();
+  return true;
+}
+
+void HitJournal::write_loop() {
+  std::vector<Queued> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(mutex_);
+      wake_writer_.wait(lock, [&] { return stopping_writer_ || !incoming_.empty(); });
+      if (incoming_.empty()) return;
+      batch.swap(incoming_);
+      writing_ = true;
+    }
+    const std::uint64_t first = last_line_ + 1;
+    if (!broken_ && append(batch, first)) {
+      last_line_ += batch.size();
+      {
+        std::lock_guard lock(mutex_);
+        segments_.back().last_line = last_line_;
+        for (std::size_t i = 0; i < batch.size(); ++i)
+          unapplied_.emplace_back(first + i, std::move(batch[i].hit));
+        writing_ = false;
+      }
+      wake_applier_.notify_one();
+      if (segment_size_ >= options_.segment_bytes) {
+        ::close(fd_);
+        fd_ = -1;
+      }
+      // Durable on disk: the answers go out now, PostgreSQL hears of these hits after.
+      for (auto& queued : batch) {
+        if (queued.done) queued.done(nullptr);
+      }
+    } else {
+      {
+        std::lock_guard lock(mutex_);
+        disk_refused_ = broken_;
+        bypassed_ += batch.size();
+        writing_ = false;
+      }
+      for (auto& queued : batch) engagement_.record(std::move(queued.hit), std::move(queued.done));
+    }
+    applied_.notify_all();
+    batch.clear();
+  }
+}
+
+void HitJournal::remove_applied_segments(std::uint64_t applied) {
+  std::vector<fs::path> gone;
+  {
+    std::lock_guard lock(mutex_);
+    // Never the newest: the journal thread may still be appending to it.
+    while (segments_.size() > 1 && segments_.front().last_line <= applied) {
+      gone.push_back(segment_path(segments_.front().n));
+      segments_.pop_front();
+    }
+  }
+  for (const auto& path : gone) {
+    std::error_code ignored;
+    fs::remove(path, ignored);
+  }
+}
+
+void HitJournal::apply_loop() {
+  std::vector<store::Hit> hits;
+  auto retry = options_.first_retry;
+  for (;;) {
+    std::uint64_t through = 0;
+    {
+      std::unique_lock lock(mutex_);
+      wake_applier_.wait(lock, [&] { return stopping_applier_ || !unapplied_.empty(); });
+      if (unapplied_.empty()) return;
+      const std::size_t n = std::min(unapplied_.size(), options_.max_batch);
+      hits.clear();
+      for (std::size_t i = 0; i < n; ++i) hits.push_back(unapplied_[i].second);
+      through = unapplied_[n - 1].first;
+    }
+    try {
+      engagement_.record_journaled(hits, name_, through);
+      retry = options_.first_retry;
+      if (const auto n = database_log_.success())
+        spdlog::info("hits: the database takes journaled opens and clicks again after {} failures",
+                     n);
+      {
+        std::lock_guard lock(mutex_);
+        // Only this thread takes from the front: the first hits.size() are the ones recorded.
+        unapplied_.erase(unapplied_.begin(),
+                         unapplied_.begin() + static_cast<std::ptrdiff_t>(hits.size()));
+      }
+      applied_.notify_all();
+      remove_applied_segments(through);
+    } catch (const std::exception& e) {
+      if (const auto n = database_log_.failure(std::chrono::steady_clock::now()))
+        spdlog::warn("hits: {} opens and clicks wait in {} for the database ({} failures): {}",
+                     waiting(), dir_.string(), n, e.what());
+      std::unique_lock lock(mutex_);
+      const auto now = std::chrono::steady_clock::now();
+      if (stopping_applier_ && now >= give_up_at_) return;
+      const auto until = stopping_applier_ ? std::min(now + retry, give_up_at_) : now + retry;
+      wake_applier_.wait_until(lock, until, [&] {
+        return stopping_applier_ && std::chrono::steady_clock::now() >= give_up_at_;
+      });
+      if (stopping_applier_ && std::chrono::steady_clock::now() >= give_up_at_) return;
+      retry = std::min(retry * 2, options_.max_retry);
+    }
+  }
+}
+
+void HitJournal::stop(std::chrono::milliseconds grace) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return;
+    stopped_ = true;
+    stopping_writer_ = true;
+  }
+  wake_writer_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  {
+    std::lock_guard lock(mutex_);
+    stopping_applier_ = true;
+    give_up_at_ = std::chrono::steady_clock::now() + grace;
+  }
+  wake_applier_.notify_all();
+  if (applier_.joinable()) applier_.join();
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  std::size_t left = 0;
+  std::deque<Segment> segments;
+  {
+    std::lock_guard lock(mutex_);
+    left = unapplied_.size();
+    segments.swap(segments_);
+  }
+  std::error_code ignored;
+  if (left == 0 && !broken_) {
+    for (const auto& segment : segments) fs::remove(segment_path(segment.n), ignored);
+    try {
+      engagement_.forget_journal(name_);
+    } catch (const std::exception& e) {
+      // Only a mark of a journal that no longer exists: harmless, and never read again.
+      spdlog::debug("hits: journal {} stays marked in the database: {}", name_, e.what());
+    }
+    fs::remove(dir_ / (name_ + std::string(kLockSuffix)), ignored);
+  } else if (left > 0) {
+    spdlog::warn("hits: {} opens and clicks stay in {} for the next start to record", left,
+                 dir_.string());
+  }
+  ::close(lock_fd_);
+  lock_fd_ = -1;
+}
+
+std::size_t replay_dead_hit_journals(const fs::path& dir, store::Engagement& engagement,
+                                     std::size_t max_batch) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return 0;
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) names.push_back(entry.path().filename());
+  std::sort(names.begin(), names.end());
+  std::size_t replayed = 0;
+  for (const auto& name : names) {
+    if (!name.ends_with(kLockSuffix)) continue;
+    const std::string journal = name.substr(0, name.size() - kLockSuffix.size());
+    const fs::path lock = dir / name;
+    const int fd = ::open(lock.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) continue;                       // replayed and removed by another daemon meanwhile
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {  // its daemon is alive
+      ::close(fd);
+      continue;
+    }
+    std::map<std::uint64_t, fs::path> segments;
+    for (const auto& other : names) {
+      std::uint64_t n = 0;
+      if (segment_number(other, journal, n)) segments[n] = dir / other;
+    }
+    try {
+      const std::uint64_t applied = engagement.journal_applied(journal);
+      std::vector<store::Hit> hits;
+      std::uint64_t last = 0;
+      auto flush = [&] {
+        if (hits.empty()) return;
+        engagement.record_journaled(hits, journal, last);
+        replayed += hits.size();
+        hits.clear();
+      };
+      for (const auto& [n, path] : segments) {
+        std::ifstream in(path);
+        std::string text;
+        std::uint64_t line = 0;
+        store::Hit hit;
+        // A torn last line (power lost mid-write) was never answered: it is skipped.
+        while (std::getline(in, text)) {
+          if (!parse_hit_journal_line(text, line, hit) || line <= applied || line <= last) continue;
+          last = line;
+          hits.push_back(std::move(hit));
+          if (hits.size() >= max_batch) flush();
+        }
+      }
+      flush();
+      for (const auto& [n, path] : segments) fs::remove(path, ec);
+      engagement.forget_journal(journal);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    fs::remove(lock, ec);
+    ::close(fd);
+  }
+  return replayed;
+}
+
+}  // namespace channeld::app
