@@ -45,6 +45,9 @@ namespace channeld::app {
 
 struct HitJournalOptions {
   std::size_t max_batch = 5000;       // hits per PostgreSQL statement
+  // At most one statement per interval unless max_batch hits wait: hits are answered already,
+  // so fewer, fuller statements cost nobody any latency.
+  std::chrono::milliseconds apply_every{100};
   std::size_t max_waiting = 200'000;  // hits journaled and not yet in PostgreSQL (~300 B each)
   std::uintmax_t segment_bytes = 16u << 20;
   std::chrono::milliseconds first_retry{250};  // doubled per failure up to max_retry
