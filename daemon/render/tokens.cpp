@@ -1,7 +1,8 @@
 // Link tokens and Message-IDs: everything render derives from a secret or a digest.
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 
 #include <array>
 #include <stdexcept>
@@ -16,19 +17,65 @@ namespace {
 // 16 bytes (128 bits) of HMAC-SHA256 are plenty against forgery and keep links short.
 constexpr std::size_t kMacBytes = 16;
 
+// OpenSSL 3's one-shot HMAC() fetches the algorithm and builds a context on every call: 2.7 µs
+// on the test VM against 0.5 µs for the MAC itself. Every message mints a token per link and
+// every click checks one, so each thread keeps a context keyed with the last secret it used.
+class HmacSha256 {
+ public:
+  ~HmacSha256() { EVP_MAC_CTX_free(ctx_); }
+
+  void start(const std::string& secret) {
+    if (ctx_ != nullptr && secret == key_) {
+      if (EVP_MAC_init(ctx_, nullptr, 0, nullptr) != 1) fail();
+      return;
+    }
+    static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    if (hmac == nullptr) fail();
+    EVP_MAC_CTX_free(ctx_);
+    key_.clear();
+    ctx_ = EVP_MAC_CTX_new(hmac);
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+    if (ctx_ == nullptr || EVP_MAC_init(ctx_, reinterpret_cast<const unsigned char*>(secret.data()),
+                                        secret.size(), params) != 1) {
+      fail();
+    }
+    key_ = secret;
+  }
+  void add(std::string_view bytes) {
+    if (EVP_MAC_update(ctx_, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()) !=
+        1)
+      fail();
+  }
+  std::array<unsigned char, EVP_MAX_MD_SIZE> finish() {
+    std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+    std::size_t len = 0;
+    if (EVP_MAC_final(ctx_, md.data(), &len, md.size()) != 1 || len < kMacBytes) fail();
+    return md;
+  }
+
+ private:
+  [[noreturn]] void fail() {
+    // A half-initialised context is never reused.
+    EVP_MAC_CTX_free(ctx_);
+    ctx_ = nullptr;
+    key_.clear();
+    throw std::runtime_error("HMAC-SHA256 failed");
+  }
+  EVP_MAC_CTX* ctx_ = nullptr;
+  std::string key_;
+};
+
 // The purpose is MACed with the payload, so a token minted for one link kind never verifies
 // as another even when the payloads happen to coincide.
 std::string mac(const std::string& secret, std::string_view purpose, std::string_view payload) {
-  std::string input;
-  input.reserve(purpose.size() + 1 + payload.size());
-  input.append(purpose).append(1, '\n').append(payload);
-  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
-  unsigned int len = 0;
-  if (HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-           reinterpret_cast<const unsigned char*>(input.data()), input.size(), md.data(),
-           &len) == nullptr) {
-    throw std::runtime_error("HMAC-SHA256 failed");
-  }
+  thread_local HmacSha256 hmac;
+  hmac.start(secret);
+  hmac.add(purpose);
+  hmac.add("\n");
+  hmac.add(payload);
+  const auto md = hmac.finish();
   return std::string(reinterpret_cast<const char*>(md.data()), kMacBytes);
 }
 

@@ -522,6 +522,22 @@ TEST(LinkTokens, RejectsATamperedOrForeignToken) {
   EXPECT_FALSE(render::verify_unsubscribe_token("", token));
 }
 
+// Links in mail already sent must keep working across upgrades: a token is exactly what an
+// independent HMAC-SHA256 gives (Python: hmac.new(secret, b"view\\n" + key, sha256), first 16
+// bytes, base64url without padding), whichever secrets the thread used before.
+TEST(LinkTokens, ATokenIsTheStandardHmacOfItsPurposeAndPayloadWhateverSecretCameBefore) {
+  const std::string expected =
+      "cTQvYW5ub3VuY2UvYWNtZS1pdC9kYW5hQGV4YW1wbGUuY29t.F7FdWWh1YRohKt8UU544ew";
+  const std::string secret = "compat-secret-0123456789abcdef";
+  const std::string key = "q4/announce/acme-it/dana@example.com";
+  EXPECT_EQ(render::view_token(secret, key), expected);
+  const std::string other = render::view_token("another-secret-0123456789abcdef", key);
+  EXPECT_NE(other, expected);
+  EXPECT_EQ(render::view_token(secret, key), expected) << "the thread's cached key was switched back";
+  EXPECT_FALSE(render::verify_view_token(secret, other));
+  EXPECT_EQ(render::verify_view_token(secret, expected), key);
+}
+
 TEST(LinkTokens, AViewTokenIsNotAnUnsubscribeToken) {
   auto view = render::view_token(kSecret, "acme-it\ndana.reyes@example.com");
   EXPECT_FALSE(render::verify_unsubscribe_token(kSecret, view));
