@@ -92,7 +92,7 @@ for port in "$http_port" "$public_port"; do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$first")" = 302 ] ||
     die "a click on port $port did not answer 302"
 done
-recorded() { psql_q "SELECT count(*) FROM delivery_event WHERE kind IN ('clicked', 'clicked_by_scanner')"; }
+recorded() { psql_q "SELECT COALESCE(sum(hits), 0) FROM delivery_event WHERE kind IN ('clicked', 'clicked_by_scanner')"; }
 
 cat >"$work/rotate.lua" <<EOF
 local paths = {}

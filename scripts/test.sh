@@ -45,12 +45,12 @@ case $mode in
       shift
       # Test suites that exercise threads, connections and the watchdog; add a suite here
       # (and its binary below) when it does too.
-      concurrency='^(ApiTest|HttpServer|HttpServerUnderLoad|PublicServer[A-Za-z]*|EngagementApi|Watchdog|Readiness)\.'
+      concurrency='^(ApiTest|HttpServer|HttpServerUnderLoad|PublicServer[A-Za-z]*|EngagementApi|HitJournalTest|Watchdog|Readiness)\.'
       # Tests whose bound in wall-clock time would measure TSan, not the server, skip themselves
       # under it (the 500-connection one-second bound in api_test.cpp).
       set -- -R "$concurrency" "$@"
       targets=(--target channeld api_integration_test ops_integration_test public_server_integration_test
-               engagement_integration_test)
+               engagement_integration_test hit_journal_integration_test)
     fi
     ;;
 esac

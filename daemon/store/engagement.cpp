@@ -1,6 +1,7 @@
 #include "store/engagement.hpp"
 
 #include <future>
+#include <unordered_map>
 
 #include "store/session.hpp"
 
@@ -182,16 +183,19 @@ constexpr const char* kRecordHits = R"(
     SELECT * FROM unnest(CAST(:id AS bigint[]), CAST(:kit AS text[]), CAST(:partner AS text[]),
                          CAST(:click AS integer[]), CAST(:proxy AS integer[]),
                          CAST(:at AS timestamptz[]), CAST(:kind AS text[]),
-                         CAST(:detail AS text[]), CAST(:fact AS text[]), CAST(:link AS text[]))
-      AS h(id, kit, partner, click, proxy, at, kind, detail, fact, link)
+                         CAST(:detail AS text[]), CAST(:fact AS text[]), CAST(:link AS text[]),
+                         CAST(:n AS integer[]))
+      AS h(id, kit, partner, click, proxy, at, kind, detail, fact, link, n)
     WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.id = h.id)),
   counted AS (
     INSERT INTO message_engagement AS e (outbox_id, kit_id, partner_id, opens, proxy_opens,
                                          first_open_at, clicks, human_clicks, first_click_at)
     SELECT id, min(kit), min(partner),
-           count(*) FILTER (WHERE click = 0), count(*) FILTER (WHERE click = 0 AND proxy = 1),
+           COALESCE(sum(n) FILTER (WHERE click = 0), 0),
+           COALESCE(sum(n) FILTER (WHERE click = 0 AND proxy = 1), 0),
            min(at) FILTER (WHERE click = 0),
-           count(*) FILTER (WHERE click = 1), count(*) FILTER (WHERE click = 1 AND proxy = 0),
+           COALESCE(sum(n) FILTER (WHERE click = 1), 0),
+           COALESCE(sum(n) FILTER (WHERE click = 1 AND proxy = 0), 0),
            min(at) FILTER (WHERE click = 1)
     FROM hit GROUP BY id ORDER BY id
     ON CONFLICT (outbox_id) DO UPDATE
@@ -202,8 +206,8 @@ constexpr const char* kRecordHits = R"(
         human_clicks = e.human_clicks + EXCLUDED.human_clicks,
         first_click_at = COALESCE(e.first_click_at, EXCLUDED.first_click_at)),
   logged AS (
-    INSERT INTO delivery_event (outbox_id, at, kind, detail)
-    SELECT id, at, kind, detail FROM hit)
+    INSERT INTO delivery_event (outbox_id, at, kind, detail, hits)
+    SELECT id, at, kind, detail, n FROM hit)
   SELECT count(queue_partner_event(kind, id, fact, at, link))
   FROM (SELECT DISTINCT ON (id, kind, fact) CASE WHEN click = 1 THEN 'clicked' ELSE 'opened' END
                AS kind, id, fact, at, NULLIF(link, '') AS link
@@ -225,22 +229,61 @@ void Engagement::write_batch(const std::vector<Recorder::Queued>& batch) {
 
 void Engagement::write_hits(const std::vector<Hit>& hits, const char* what,
                             const std::function<void(soci::session&)>& also) {
-  ArrayLiteral id, kit, partner, click, proxy, at, kind, detail, fact, link;
-  for (const auto& hit : hits) {
+  // Hits the same in everything an event row keeps (`at` is whole seconds) travel, and are
+  // logged, once with their count (migration 0014): a scanner fetching one link forty times a
+  // second costs one row, not forty.
+  struct Same {
+    std::int64_t outbox_id;
+    bool click, proxy;
+    int link_index;
+    std::int64_t at;
+    std::string_view link, user_agent;
+    bool operator==(const Same&) const = default;
+  };
+  struct SameHash {
+    std::size_t operator()(const Same& s) const {
+      std::size_t h = std::hash<std::int64_t>{}(s.outbox_id);
+      h = h * 31 + std::hash<std::int64_t>{}(s.at);
+      h = h * 31 + static_cast<std::size_t>(s.link_index * 4 + s.click * 2 + s.proxy);
+      h = h * 31 + std::hash<std::string_view>{}(s.user_agent);
+      return h;
+    }
+  };
+  std::vector<std::string> agents;
+  agents.reserve(hits.size());
+  for (const auto& hit : hits) agents.push_back(clip_user_agent(hit.user_agent));
+  std::unordered_map<Same, std::size_t, SameHash> index;  // -> position in `distinct`
+  std::vector<std::pair<std::size_t, long long>> distinct;  // (a hit standing for them, count)
+  index.reserve(hits.size());
+  for (std::size_t i = 0; i < hits.size(); ++i) {
+    const Hit& hit = hits[i];
+    const Same same{hit.outbox_id,         hit.click, hit.proxy, hit.link_index,
+                    hit.at.time_since_epoch().count(), hit.link, agents[i]};
+    auto [it, inserted] = index.try_emplace(same, distinct.size());
+    if (inserted) {
+      distinct.emplace_back(i, 1);
+    } else {
+      ++distinct[it->second].second;
+    }
+  }
+  ArrayLiteral id, kit, partner, click, proxy, at, kind, detail, fact, link, n;
+  for (const auto& [i, count] : distinct) {
+    const Hit& hit = hits[i];
     id.add(static_cast<long long>(hit.outbox_id));
     kit.add(hit.kit_id);
     partner.add(hit.partner_id);
     click.add(hit.click ? 1LL : 0LL);
     proxy.add(hit.proxy ? 1LL : 0LL);
     at.add(hit.at);
+    n.add(count);
     if (hit.click) {
       kind.add(hit.proxy ? "clicked_by_scanner" : "clicked");
-      detail.add("link " + std::to_string(hit.link_index) + "; " + clip_user_agent(hit.user_agent));
+      detail.add("link " + std::to_string(hit.link_index) + "; " + agents[i]);
       fact.add(static_cast<long long>(hit.link_index));
       link.add(hit.link);
     } else {
       kind.add(hit.proxy ? "opened_by_proxy" : "opened");
-      detail.add(clip_user_agent(hit.user_agent));
+      detail.add(agents[i]);
       fact.add("");
       link.add("");
     }
@@ -248,14 +291,15 @@ void Engagement::write_hits(const std::vector<Hit>& hits, const char* what,
   const std::string ids = id.text(), kits = kit.text(), partners = partner.text(),
                     clicks = click.text(), proxies = proxy.text(), ats = at.text(),
                     kinds = kind.text(), details = detail.text(), facts = fact.text(),
-                    links = link.text();
+                    links = link.text(), counts = n.text();
   store_.impl().run(what, [&](soci::session& sql) {
     soci::transaction tx(sql);
     long long queued = 0;
     sql << kRecordHits, soci::use(ids, "id"), soci::use(kits, "kit"),
         soci::use(partners, "partner"), soci::use(clicks, "click"), soci::use(proxies, "proxy"),
         soci::use(ats, "at"), soci::use(kinds, "kind"), soci::use(details, "detail"),
-        soci::use(facts, "fact"), soci::use(links, "link"), soci::into(queued);
+        soci::use(facts, "fact"), soci::use(links, "link"), soci::use(counts, "n"),
+        soci::into(queued);
     if (also) also(sql);
     tx.commit();
   });

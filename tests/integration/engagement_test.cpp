@@ -188,8 +188,9 @@ TEST_F(EngagementApi, ConcurrentClicksAndOpensAreEachRecordedExactlyOnce) {
   EXPECT_EQ(engagement_of(acme_, "clicks"), kClients / 2 * kEach);
   EXPECT_EQ(engagement_of(acme_, "human_clicks"), kClients / 2 * kEach);
   EXPECT_EQ(engagement_of(acme_, "opens"), kClients / 2 * kEach);
-  EXPECT_EQ(scalar("SELECT count(*) FROM delivery_event WHERE kind IN ('clicked', 'opened')"),
-            kClients * kEach);
+  EXPECT_EQ(scalar("SELECT sum(hits) FROM delivery_event WHERE kind IN ('clicked', 'opened')"),
+            kClients * kEach)
+      << "identical hits recorded together are one row with their count";
 }
 
 // User agents are whatever a client sends. Hits share one statement, so one agent PostgreSQL's

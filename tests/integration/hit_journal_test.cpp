@@ -86,7 +86,7 @@ class HitJournalTest : public ::testing::Test {
   std::int64_t clicks() { return scalar("SELECT COALESCE(sum(clicks), 0) FROM message_engagement"); }
   std::int64_t opens() { return scalar("SELECT COALESCE(sum(opens), 0) FROM message_engagement"); }
   std::int64_t events() {
-    return scalar("SELECT count(*) FROM delivery_event WHERE kind IN ('clicked', 'opened')");
+    return scalar("SELECT COALESCE(sum(hits), 0) FROM delivery_event WHERE kind IN ('clicked', 'opened')");
   }
   std::size_t files() {
     std::size_t n = 0;
@@ -141,7 +141,7 @@ TEST_F(HitJournalTest, HitsAreAnsweredFromTheJournalAndReachTheDatabaseExactlyOn
   EXPECT_EQ(clicks() + opens(), kThreads * kEach);
   EXPECT_EQ(clicks(), kThreads * kEach / 2);
   EXPECT_EQ(events(), kThreads * kEach);
-  EXPECT_EQ(scalar("SELECT count(*) FROM delivery_event WHERE detail = "
+  EXPECT_EQ(scalar("SELECT sum(hits) FROM delivery_event WHERE detail = "
                    "'link 1; Mozilla/5.0\twith a tab\\ and a\nnewline'"),
             kThreads * kEach / 2)
       << "the user agent comes back byte for byte";
@@ -151,6 +151,25 @@ TEST_F(HitJournalTest, HitsAreAnsweredFromTheJournalAndReachTheDatabaseExactlyOn
   EXPECT_EQ(scalar("SELECT count(*) FROM hit_journal"), 0);
   EXPECT_EQ(replay_dead_hit_journals(dir_.path() / "hits", *engagement_), 0u);
   EXPECT_EQ(clicks() + opens(), kThreads * kEach);
+}
+
+TEST_F(HitJournalTest, IdenticalHitsOfABatchAreOneEventRowWithTheirCount) {
+  std::vector<store::Hit> hits(10, hit(0, true));
+  store::Hit other_agent = hit(0, true);
+  other_agent.user_agent = "Mozilla/5.0 (compatible; Barracuda)";
+  store::Hit other_second = hit(0, true);
+  other_second.at += std::chrono::seconds(1);
+  store::Hit other_link = hit(0, true);
+  other_link.link_index = 2;
+  hits.insert(hits.end(), {other_agent, other_second, other_link, hit(0, false), hit(1, true)});
+  engagement_->record_journaled(hits, "j", 15);
+  EXPECT_EQ(events(), 15) << "every hit counted";
+  EXPECT_EQ(scalar("SELECT count(*) FROM delivery_event WHERE kind IN ('clicked', 'opened')"), 6)
+      << "the ten identical clicks are one row; a different agent, second, link, kind or message "
+         "is a row of its own";
+  EXPECT_EQ(scalar("SELECT max(hits) FROM delivery_event"), 10);
+  EXPECT_EQ(clicks(), 14);
+  EXPECT_EQ(opens(), 1);
 }
 
 TEST_F(HitJournalTest, WhileTheDatabaseRefusesHitsAreStillAnsweredAndTheNextStartRecordsThemOnce) {
