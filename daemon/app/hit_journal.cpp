@@ -111,6 +111,58 @@ bool write_all(int fd, std::string_view text) {
   return true;
 }
 
+// A segment is written out as zeros and synced before any hit goes into it, as PostgreSQL does
+// with its WAL segments: an fdatasync after appending must also commit the file's new size to
+// the file system's journal, one after overwriting blocks already written needs not (on the
+// test VM's ext4: p99 3.4-6.8 ms appending, 1.6-2.2 ms overwriting).
+bool create_zeroed(const fs::path& path, std::uintmax_t bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  static const std::string zeros(std::size_t{1} << 20, '\0');
+  bool ok = true;
+  for (std::uintmax_t done = 0; ok && done < bytes; done += zeros.size()) {
+    ok = write_all(fd, std::string_view(zeros).substr(
+                           0, static_cast<std::size_t>(std::min<std::uintmax_t>(zeros.size(),
+                                                                                bytes - done))));
+  }
+  ok = ok && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) {
+    std::error_code ignored;
+    fs::remove(path, ignored);
+  }
+  return ok;
+}
+
+bool pwrite_all(int fd, std::string_view text, off_t offset) {
+  while (!text.empty()) {
+    const ssize_t n = ::pwrite(fd, text.data(), text.size(), offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    text.remove_prefix(static_cast<std::size_t>(n));
+    offset += n;
+  }
+  return true;
+}
+
+// A segment's lines: everything before the first NUL (the zeros it was created with).
+std::vector<std::string> segment_lines(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  bytes.resize(std::min(bytes.size(), bytes.find('\0')));
+  std::vector<std::string> lines;
+  for (std::size_t start = 0; start < bytes.size();) {
+    const auto end = bytes.find('\n', start);
+    if (end == std::string::npos) {
+      lines.push_back(bytes.substr(start));  // torn: never answered, and refused by the parser
+      break;
+    }
+    lines.push_back(bytes.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
 }  // namespace
 
 std::string hit_journal_line(std::uint64_t line, const store::Hit& hit) {
@@ -177,6 +229,7 @@ HitJournal::HitJournal(fs::path dir, const std::string& owner, store::Engagement
   }
   writer_ = std::thread([this] { write_loop(); });
   applier_ = std::thread([this] { apply_loop(); });
+  preparer_ = std::thread([this] { prepare_loop(); });
 }
 
 HitJournal::~HitJournal() {
@@ -222,32 +275,56 @@ bool HitJournal::append(const std::vector<Queued>& batch, std::uint64_t first_li
   for (std::size_t i = 0; i < batch.size(); ++i)
     text += hit_journal_line(first_line + i, batch[i].hit);
   if (fd_ < 0) {
-    const fs::path path = segment_path(next_segment_);
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    const std::uint64_t n = next_segment_;
+    const fs::path path = segment_path(n);
+    bool ready = false;
+    {
+      // The spare the preparer zeroes ahead of time; if it is still at it, wait for it rather
+      // than race it for the same file.
+      std::unique_lock lock(mutex_);
+      spare_done_.wait(lock, [&] { return preparing_ != n; });
+      ready = spare_ready_ && spare_ == n;
+      spare_ready_ = spare_ready_ && !ready;
+    }
+    if (!ready && !create_zeroed(path, options_.segment_bytes)) {
+      if (const auto count = disk_log_.failure(std::chrono::steady_clock::now()))
+        spdlog::warn("hits: cannot create {}: {}; opens and clicks go straight to the database "
+                     "({} batches so far)",
+                     path.string(), errno_text(), count);
+      return false;
+    }
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd_ < 0) {
-      if (const auto n = disk_log_.failure(std::chrono::steady_clock::now()))
+      if (const auto count = disk_log_.failure(std::chrono::steady_clock::now()))
         spdlog::warn("hits: cannot open {}: {}; opens and clicks go straight to the database ({} "
                      "batches so far)",
-                     path.string(), errno_text(), n);
+                     path.string(), errno_text(), count);
       return false;
     }
     sync_folder(dir_);
     segment_size_ = 0;
-    std::lock_guard lock(mutex_);
-    segments_.push_back({next_segment_++, 0});
+    {
+      std::lock_guard lock(mutex_);
+      segments_.push_back({n, 0});
+      next_segment_ = n + 1;
+      spare_ = n + 1;
+      spare_wanted_ = true;
+    }
+    wake_preparer_.notify_one();
   }
-  if (!write_all(fd_, text) || ::fdatasync(fd_) != 0) {
+  const auto offset = static_cast<off_t>(segment_size_);
+  if (!pwrite_all(fd_, text, offset) || ::fdatasync(fd_) != 0) {
     const std::string why = errno_text();
     // Lines that reached the file but were never answered would be counted twice (here, by the
-    // direct path, and again by a replay): they are cut off, or the journal is not used again.
-    if (::ftruncate(fd_, static_cast<off_t>(segment_size_)) != 0 || ::fdatasync(fd_) != 0) {
-      broken_ = true;
-    }
-    if (const auto n = disk_log_.failure(std::chrono::steady_clock::now()))
+    // direct path, and again by a replay): they are zeroed again, or the journal is not used
+    // again.
+    const std::string zeros(text.size(), '\0');
+    if (!pwrite_all(fd_, zeros, offset) || ::fdatasync(fd_) != 0) broken_ = true;
+    if (const auto count = disk_log_.failure(std::chrono::steady_clock::now()))
       spdlog::warn("hits: cannot write {}: {}; opens and clicks go straight to the database{} ({} "
                    "batches so far)",
                    segment_path(next_segment_ - 1).string(), why,
-                   broken_ ? " until the daemon restarts" : "", n);
+                   broken_ ? " until the daemon restarts" : "", count);
     return false;
   }
   if (const auto n = disk_log_.success())
@@ -277,7 +354,8 @@ void HitJournal::write_loop() {
         writing_ = false;
       }
       wake_applier_.notify_one();
-      if (segment_size_ >= options_.segment_bytes) {
+      // The next batch may be larger than what is left: a segment never grows past its zeros.
+      if (segment_size_ + kRoomForABatch >= options_.segment_bytes) {
         ::close(fd_);
         fd_ = -1;
       }
@@ -312,6 +390,27 @@ void HitJournal::remove_applied_segments(std::uint64_t applied) {
   for (const auto& path : gone) {
     std::error_code ignored;
     fs::remove(path, ignored);
+  }
+}
+
+void HitJournal::prepare_loop() {
+  for (;;) {
+    std::uint64_t n = 0;
+    {
+      std::unique_lock lock(mutex_);
+      wake_preparer_.wait(lock, [&] { return stopping_preparer_ || spare_wanted_; });
+      if (!spare_wanted_) return;
+      spare_wanted_ = false;
+      n = spare_;
+      preparing_ = n;
+    }
+    const bool ok = create_zeroed(segment_path(n), options_.segment_bytes);
+    {
+      std::lock_guard lock(mutex_);
+      preparing_ = kNone;
+      spare_ready_ = ok && spare_ == n;
+    }
+    spare_done_.notify_all();
   }
 }
 
@@ -384,6 +483,12 @@ void HitJournal::stop(std::chrono::milliseconds grace) {
   }
   wake_applier_.notify_all();
   if (applier_.joinable()) applier_.join();
+  {
+    std::lock_guard lock(mutex_);
+    stopping_preparer_ = true;
+  }
+  wake_preparer_.notify_all();
+  if (preparer_.joinable()) preparer_.join();
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
@@ -396,6 +501,8 @@ void HitJournal::stop(std::chrono::milliseconds grace) {
     segments.swap(segments_);
   }
   std::error_code ignored;
+  // A spare holds no line: it goes either way (a replay would find nothing in it).
+  fs::remove(segment_path(next_segment_), ignored);
   if (left == 0 && !broken_) {
     for (const auto& segment : segments) fs::remove(segment_path(segment.n), ignored);
     try {
@@ -447,12 +554,10 @@ std::size_t replay_dead_hit_journals(const fs::path& dir, store::Engagement& eng
         hits.clear();
       };
       for (const auto& [n, path] : segments) {
-        std::ifstream in(path);
-        std::string text;
         std::uint64_t line = 0;
         store::Hit hit;
         // A torn last line (power lost mid-write) was never answered: it is skipped.
-        while (std::getline(in, text)) {
+        for (const auto& text : segment_lines(path)) {
           if (!parse_hit_journal_line(text, line, hit) || line <= applied || line <= last) continue;
           last = line;
           hits.push_back(std::move(hit));

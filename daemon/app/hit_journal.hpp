@@ -49,7 +49,7 @@ struct HitJournalOptions {
   // so fewer, fuller statements cost nobody any latency.
   std::chrono::milliseconds apply_every{100};
   std::size_t max_waiting = 200'000;  // hits journaled and not yet in PostgreSQL (~300 B each)
-  std::uintmax_t segment_bytes = 16u << 20;
+  std::uintmax_t segment_bytes = 4u << 20;  // about 20,000 hits; written out as zeros first
   std::chrono::milliseconds first_retry{250};  // doubled per failure up to max_retry
   std::chrono::milliseconds max_retry{10'000};
 };
@@ -96,6 +96,7 @@ class HitJournal {
 
   void write_loop();
   void apply_loop();
+  void prepare_loop();
   // Appends `batch` as lines first_line.., then fdatasync; false (and the segment as it was)
   // if the disk refused.
   bool append(const std::vector<Queued>& batch, std::uint64_t first_line);
@@ -129,7 +130,15 @@ class HitJournal {
   std::chrono::steady_clock::time_point give_up_at_{};
   bool disk_refused_ = false;  // under mutex_: mirrors broken_ for record()
 
-  std::thread writer_, applier_;
+  // The spare segment: the next one, zeroed ahead of time by the preparer thread so the
+  // writer never stalls its answers on it (create_zeroed in hit_journal.cpp says why zeros).
+  static constexpr std::uint64_t kNone = ~std::uint64_t{0};
+  static constexpr std::uintmax_t kRoomForABatch = 256u << 10;
+  std::condition_variable wake_preparer_, spare_done_;
+  std::uint64_t spare_ = kNone, preparing_ = kNone;
+  bool spare_wanted_ = false, spare_ready_ = false, stopping_preparer_ = false;
+
+  std::thread writer_, applier_, preparer_;
 };
 
 // One line of a hit journal (exposed for tests): the fields tab-separated, text escaped.
