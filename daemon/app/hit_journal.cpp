@@ -7,13 +7,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <cstring>
 #include <fstream>
-#include <map>
 #include <random>
 #include <spdlog/spdlog.h>
 #include <stdexcept>
 
+#include "app/journal_files.hpp"
 
 namespace channeld::app {
 
@@ -25,9 +24,8 @@ constexpr std::string_view kLockSuffix = ".lock";
 constexpr std::string_view kSegmentSuffix = ".hits";
 constexpr std::size_t kFields = 10;
 
-std::string errno_text() {
-  return std::strerror(errno);
-}
+using journal_files::errno_text;
+using journal_files::write_all;
 
 // Text fields may hold anything a kit or a user agent holds: the separators are escaped.
 void append_escaped(std::string& out, std::string_view text) {
@@ -67,30 +65,12 @@ bool parse_int(std::string_view text, Int& value) {
   return error == std::errc{} && end == text.data() + text.size() && !text.empty();
 }
 
-// "<journal>.<n>.hits" -> n, for segments of `journal`.
-bool segment_number(const std::string& name, const std::string& journal, std::uint64_t& n) {
-  if (!name.starts_with(journal + ".") || !name.ends_with(kSegmentSuffix)) return false;
-  const std::string_view middle = std::string_view(name).substr(
-      journal.size() + 1, name.size() - journal.size() - 1 - kSegmentSuffix.size());
-  return parse_int(middle, n);
-}
-
-std::string safe_stem(const std::string& owner) {
-  std::string out = owner;
-  for (char& c : out) {
-    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                       c == '-' || c == '_';
-    if (!plain) c = '_';
-  }
-  return out.empty() ? "_" : out;
-}
-
 // Unique per start even when a restarted daemon keeps its owner name (and pid, in a container).
 std::string journal_name(const std::string& owner) {
   std::random_device random;
   char suffix[17];
   std::snprintf(suffix, sizeof suffix, "%08x%08x", random(), random());
-  return safe_stem(owner) + "-" + suffix;
+  return journal_files::safe_stem(owner) + "-" + suffix;
 }
 
 // A new file's name survives a power loss only once its folder is synced too.
@@ -99,16 +79,6 @@ void sync_folder(const fs::path& dir) {
   if (fd < 0) return;
   ::fsync(fd);
   ::close(fd);
-}
-
-bool write_all(int fd, std::string_view text) {
-  while (!text.empty()) {
-    const ssize_t n = ::write(fd, text.data(), text.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    text.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
 }
 
 // A segment is written out as zeros and synced before any hit goes into it, as PostgreSQL does
@@ -215,18 +185,7 @@ HitJournal::HitJournal(fs::path dir, const std::string& owner, store::Engagement
       name_(journal_name(owner)),
       engagement_(engagement),
       options_(options) {
-  std::error_code ec;
-  fs::create_directories(dir_, ec);
-  if (ec) {
-    throw std::runtime_error("paths.state: cannot create " + dir_.string() + ": " + ec.message());
-  }
-  const fs::path lock = dir_ / (name_ + std::string(kLockSuffix));
-  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    const std::string why = errno_text();
-    if (lock_fd_ >= 0) ::close(lock_fd_);
-    throw std::runtime_error("paths.state: cannot lock " + lock.string() + ": " + why);
-  }
+  lock_fd_ = journal_files::take_lock(dir_, name_);
   writer_ = std::thread([this] { write_loop(); });
   applier_ = std::thread([this] { apply_loop(); });
   preparer_ = std::thread([this] { prepare_loop(); });
@@ -284,7 +243,11 @@ bool HitJournal::append(const std::vector<Queued>& batch, std::uint64_t first_li
       std::unique_lock lock(mutex_);
       spare_done_.wait(lock, [&] { return preparing_ != n; });
       ready = spare_ready_ && spare_ == n;
-      spare_ready_ = spare_ready_ && !ready;
+      if (ready) {
+        spare_ready_ = false;
+      } else if (spare_ == n) {
+        spare_wanted_ = false;  // made here, now: the preparer must not start on it as well
+      }
     }
     if (!ready && !create_zeroed(path, options_.segment_bytes)) {
       if (const auto count = disk_log_.failure(std::chrono::steady_clock::now()))
@@ -522,58 +485,33 @@ void HitJournal::stop(std::chrono::milliseconds grace) {
 
 std::size_t replay_dead_hit_journals(const fs::path& dir, store::Engagement& engagement,
                                      std::size_t max_batch) {
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return 0;
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) names.push_back(entry.path().filename());
-  std::sort(names.begin(), names.end());
   std::size_t replayed = 0;
-  for (const auto& name : names) {
-    if (!name.ends_with(kLockSuffix)) continue;
-    const std::string journal = name.substr(0, name.size() - kLockSuffix.size());
-    const fs::path lock = dir / name;
-    const int fd = ::open(lock.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) continue;                       // replayed and removed by another daemon meanwhile
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {  // its daemon is alive
-      ::close(fd);
-      continue;
-    }
-    std::map<std::uint64_t, fs::path> segments;
-    for (const auto& other : names) {
-      std::uint64_t n = 0;
-      if (segment_number(other, journal, n)) segments[n] = dir / other;
-    }
-    try {
-      const std::uint64_t applied = engagement.journal_applied(journal);
-      std::vector<store::Hit> hits;
-      std::uint64_t last = 0;
-      auto flush = [&] {
-        if (hits.empty()) return;
-        engagement.record_journaled(hits, journal, last);
-        replayed += hits.size();
-        hits.clear();
-      };
-      for (const auto& [n, path] : segments) {
-        std::uint64_t line = 0;
-        store::Hit hit;
-        // A torn last line (power lost mid-write) was never answered: it is skipped.
-        for (const auto& text : segment_lines(path)) {
-          if (!parse_hit_journal_line(text, line, hit) || line <= applied || line <= last) continue;
-          last = line;
-          hits.push_back(std::move(hit));
-          if (hits.size() >= max_batch) flush();
+  journal_files::replay_dead(
+      dir, kSegmentSuffix, [&](const std::string& journal, const journal_files::Segments& segments) {
+        const std::uint64_t applied = engagement.journal_applied(journal);
+        std::vector<store::Hit> hits;
+        std::uint64_t last = 0;
+        auto flush = [&] {
+          if (hits.empty()) return;
+          engagement.record_journaled(hits, journal, last);
+          replayed += hits.size();
+          hits.clear();
+        };
+        for (const auto& [n, path] : segments) {
+          std::uint64_t line = 0;
+          store::Hit hit;
+          // A torn last line (power lost mid-write) was never answered: it is skipped.
+          for (const auto& text : segment_lines(path)) {
+            if (!parse_hit_journal_line(text, line, hit) || line <= applied || line <= last)
+              continue;
+            last = line;
+            hits.push_back(std::move(hit));
+            if (hits.size() >= max_batch) flush();
+          }
         }
-      }
-      flush();
-      for (const auto& [n, path] : segments) fs::remove(path, ec);
-      engagement.forget_journal(journal);
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
-    fs::remove(lock, ec);
-    ::close(fd);
-  }
+        flush();
+        engagement.forget_journal(journal);
+      });
   return replayed;
 }
 

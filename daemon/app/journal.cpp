@@ -4,14 +4,13 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <utility>
+
+#include "app/journal_files.hpp"
 
 namespace channeld::app {
 
@@ -22,29 +21,7 @@ namespace {
 constexpr std::string_view kLockSuffix = ".lock";
 constexpr std::string_view kSegmentSuffix = ".journal";
 
-std::string safe_stem(const std::string& owner) {
-  std::string out = owner;
-  for (char& c : out) {
-    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                       c == '-' || c == '_' || c == ':';
-    if (!plain) c = '_';
-  }
-  return out.empty() ? "_" : out;
-}
-
-std::string errno_text() {
-  return std::strerror(errno);
-}
-
-// "<stem>.<n>.journal" -> n, for segments of `stem`.
-bool segment_number(const std::string& name, const std::string& stem, std::uint64_t& n) {
-  if (!name.starts_with(stem + ".") || !name.ends_with(kSegmentSuffix)) return false;
-  const std::string middle =
-      name.substr(stem.size() + 1, name.size() - stem.size() - 1 - kSegmentSuffix.size());
-  if (middle.empty() || middle.find_first_not_of("0123456789") != std::string::npos) return false;
-  n = std::stoull(middle);
-  return true;
-}
+using journal_files::errno_text;
 
 }  // namespace
 
@@ -91,20 +68,10 @@ bool parse_journal_line(const std::string& line, std::string& owner, store::Outc
 }
 
 Journal::Journal(fs::path dir, std::string owner)
-    : dir_(std::move(dir)), owner_(std::move(owner)), stem_(safe_stem(owner_)) {
-  std::error_code ec;
-  fs::create_directories(dir_, ec);
-  if (ec) {
-    throw std::runtime_error("paths.state: cannot create " + dir_.string() + ": " + ec.message());
-  }
-  const fs::path lock = dir_ / (stem_ + std::string(kLockSuffix));
-  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    const std::string why = errno_text();
-    if (lock_fd_ >= 0) ::close(lock_fd_);
-    throw std::runtime_error("paths.state: cannot lock " + lock.string() + ": " + why);
-  }
-}
+    : dir_(std::move(dir)),
+      owner_(std::move(owner)),
+      stem_(journal_files::safe_stem(owner_)),
+      lock_fd_(journal_files::take_lock(dir_, stem_)) {}
 
 Journal::~Journal() {
   if (fd_ >= 0) ::close(fd_);
@@ -127,13 +94,8 @@ std::string Journal::append(const store::Outcome& outcome) {
     segments_.push_back(segment_);
   }
   const std::string line = journal_line(owner_, outcome);
-  std::size_t done = 0;
-  while (done < line.size()) {
-    const ssize_t n = ::write(fd_, line.data() + done, line.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return "cannot write " + segment_path(segment_).string() + ": " + errno_text();
-    done += static_cast<std::size_t>(n);
-  }
+  if (!journal_files::write_all(fd_, line))
+    return "cannot write " + segment_path(segment_).string() + ": " + errno_text();
   return {};
 }
 
@@ -156,55 +118,28 @@ void Journal::recorded(std::uint64_t mark) {
 std::size_t replay_dead_journals(
     const fs::path& dir,
     const std::function<void(const std::string&, const std::vector<store::Outcome>&)>& record) {
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return 0;
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir, ec))
-    names.push_back(entry.path().filename());
-  std::sort(names.begin(), names.end());
   std::size_t replayed = 0;
-  for (const auto& name : names) {
-    if (!name.ends_with(kLockSuffix)) continue;
-    const std::string stem = name.substr(0, name.size() - kLockSuffix.size());
-    const fs::path lock = dir / name;
-    const int fd = ::open(lock.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) continue;                       // replayed and removed by another daemon meanwhile
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {  // its daemon is alive
-      ::close(fd);
-      continue;
-    }
-    std::map<std::uint64_t, fs::path> segments;
-    for (const auto& other : names) {
-      std::uint64_t n = 0;
-      if (segment_number(other, stem, n)) segments[n] = dir / other;
-    }
-    // Later lines win: a row's verdict is written once, but replaying in order is what a reader
-    // expects.
-    std::map<std::string, std::map<std::int64_t, store::Outcome>> by_owner;
-    for (const auto& [n, path] : segments) {
-      std::ifstream in(path);
-      std::string line, owner;
-      store::Outcome outcome;
-      while (std::getline(in, line)) {
-        if (parse_journal_line(line, owner, outcome)) by_owner[owner][outcome.id] = outcome;
-      }
-    }
-    try {
-      for (const auto& [owner, rows] : by_owner) {
-        std::vector<store::Outcome> outcomes;
-        outcomes.reserve(rows.size());
-        for (const auto& [id, o] : rows) outcomes.push_back(o);
-        record(owner, outcomes);
-        replayed += outcomes.size();
-      }
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
-    for (const auto& [n, path] : segments) fs::remove(path, ec);
-    fs::remove(lock, ec);
-    ::close(fd);
-  }
+  journal_files::replay_dead(
+      dir, kSegmentSuffix, [&](const std::string&, const journal_files::Segments& segments) {
+        // Later lines win: a row's verdict is written once, but replaying in order is what a
+        // reader expects.
+        std::map<std::string, std::map<std::int64_t, store::Outcome>> by_owner;
+        for (const auto& [n, path] : segments) {
+          std::ifstream in(path);
+          std::string line, owner;
+          store::Outcome outcome;
+          while (std::getline(in, line)) {
+            if (parse_journal_line(line, owner, outcome)) by_owner[owner][outcome.id] = outcome;
+          }
+        }
+        for (const auto& [owner, rows] : by_owner) {
+          std::vector<store::Outcome> outcomes;
+          outcomes.reserve(rows.size());
+          for (const auto& [id, o] : rows) outcomes.push_back(o);
+          record(owner, outcomes);
+          replayed += outcomes.size();
+        }
+      });
   return replayed;
 }
 
