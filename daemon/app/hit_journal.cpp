@@ -35,6 +35,7 @@ void append_escaped(std::string& out, std::string_view text) {
       case '\t': out += "\\t"; break;
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
+      case '\0': out += "\\0"; break;  // a segment's lines end at its first NUL
       default: out += c;
     }
   }
@@ -53,6 +54,7 @@ bool unescape(std::string_view text, std::string& out) {
       case 't': out += '\t'; break;
       case 'n': out += '\n'; break;
       case 'r': out += '\r'; break;
+      case '0': out += '\0'; break;
       default: return false;
     }
   }
@@ -123,10 +125,9 @@ std::vector<std::string> segment_lines(const fs::path& path) {
   std::vector<std::string> lines;
   for (std::size_t start = 0; start < bytes.size();) {
     const auto end = bytes.find('\n', start);
-    if (end == std::string::npos) {
-      lines.push_back(bytes.substr(start));  // torn: never answered, and refused by the parser
-      break;
-    }
+    // A last piece without its newline is torn (power lost mid-write): never answered, and
+    // possibly cut at a tab, where it would parse: left out.
+    if (end == std::string::npos) break;
     lines.push_back(bytes.substr(start, end - start));
     start = end + 1;
   }

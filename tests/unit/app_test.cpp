@@ -283,7 +283,7 @@ TEST(HitJournalLine, ReadsBackAsTheHitItWasWrittenFrom) {
   click.partner_id = "acme-it";
   click.proxy = true;
   click.link_index = 3;
-  click.link = "https://acme-it.example/a?b=1&c=\\t\tx\n";
+  click.link = std::string("https://acme-it.example/a?b=1&c=\\t\tx\n\0y", 39);
   click.user_agent = "Bot\t1\r\n\\";
   click.at = utc(2026, 12, 1, 9);
   std::uint64_t line = 0;
@@ -291,6 +291,7 @@ TEST(HitJournalLine, ReadsBackAsTheHitItWasWrittenFrom) {
   const std::string text = hit_journal_line(42, click);
   ASSERT_EQ(text.back(), '\n');
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << "one hit, one line";
+  EXPECT_EQ(text.find('\0'), std::string::npos) << "a segment's lines end at its first NUL";
   ASSERT_TRUE(parse_hit_journal_line(std::string_view(text).substr(0, text.size() - 1), line, back));
   EXPECT_EQ(line, 42u);
   EXPECT_TRUE(back.click);
