@@ -88,35 +88,9 @@ std::optional<std::int64_t> per_lead(const PartnerSummary& p) {
   return p.approved / p.leads;
 }
 
-std::string html_escape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 // A figure the browser test reads back and compares with the JSON: `key` is its JSON path.
 std::string figure(const std::string& key, const std::string& value) {
-  return "<span data-figure=\"" + html_escape(key) + "\">" + html_escape(value) + "</span>";
+  return "<span data-figure=\"" + escape_html(key) + "\">" + escape_html(value) + "</span>";
 }
 
 std::int64_t scaled(std::int64_t value, std::int64_t max, std::int64_t width) {
@@ -207,7 +181,7 @@ std::string render_html(const Report& report) {
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>)" + html_escape(title) +
+<title>)" + escape_html(title) +
                     R"(</title>
 <style>
 body { font: 14px/1.4 system-ui, sans-serif; color: #222; margin: 2em; }
@@ -222,15 +196,15 @@ svg text { font: 12px system-ui, sans-serif; }
 </style>
 </head>
 <body>
-<h1>)" + html_escape(title) +
+<h1>)" + escape_html(title) +
                     R"(</h1>
 <p>All amounts in )" +
-                    html_escape(report.currency) + R"(.</p>
+                    escape_html(report.currency) + R"(.</p>
 <h2>Program</h2>
 <table>
 )";
   auto line = [&](const std::string& label, const std::string& key, const std::string& value) {
-    out += "<tr><th>" + html_escape(label) + "</th><td class=\"n\">" + figure(key, value) +
+    out += "<tr><th>" + escape_html(label) + "</th><td class=\"n\">" + figure(key, value) +
            "</td></tr>\n";
   };
   line("Claimed", "program.claimed", money(p.claimed));
@@ -276,7 +250,7 @@ svg text { font: 12px system-ui, sans-serif; }
   for (const PartnerSummary* s : partners) {
     const std::int64_t claimed_w = scaled(s->claimed, max_amount, kBarWidth);
     const std::int64_t approved_w = scaled(s->approved, max_amount, kBarWidth);
-    out += "<text x=\"0\" y=\"" + std::to_string(y + 16) + "\">" + html_escape(s->partner_id) +
+    out += "<text x=\"0\" y=\"" + std::to_string(y + 16) + "\">" + escape_html(s->partner_id) +
            "</text>\n";
     out += "<rect x=\"" + std::to_string(kLabel) + "\" y=\"" + std::to_string(y) + "\" width=\"" +
            std::to_string(claimed_w) + "\" height=\"16\" fill=\"#9bb7d4\"/><text x=\"" +
@@ -303,7 +277,7 @@ svg text { font: 12px system-ui, sans-serif; }
     const std::int64_t used_w = scaled(std::min(s.approved, s.allocated), s.allocated, 120);
     auto lead = per_lead(s);
     out +=
-        "<tr><td>" + figure(at + "partner_id", s.partner_id) + "</td><td>" + html_escape(s.tier) +
+        "<tr><td>" + figure(at + "partner_id", s.partner_id) + "</td><td>" + escape_html(s.tier) +
         "</td><td class=\"n\">" + figure(at + "allocated", money(s.allocated)) +
         "</td><td class=\"n\">" + figure(at + "claimed", money(s.claimed)) +
         "</td><td class=\"n\">" + figure(at + "approved", money(s.approved)) +
@@ -330,11 +304,11 @@ svg text { font: 12px system-ui, sans-serif; }
     const std::string at = "claims." + std::to_string(i) + ".";
     const std::string verdict(to_string(r.decision.verdict));
     std::string reasons;
-    for (const auto& reason : r.decision.reasons) reasons += "<li>" + html_escape(reason) + "</li>";
+    for (const auto& reason : r.decision.reasons) reasons += "<li>" + escape_html(reason) + "</li>";
     out += "<tr><td>" + figure(at + "claim_id", r.claim.claim_id) + "</td><td>" +
-           html_escape(r.claim.partner_id) + "</td><td>" + html_escape(r.claim.kit_id) +
+           escape_html(r.claim.partner_id) + "</td><td>" + escape_html(r.claim.kit_id) +
            "</td><td class=\"n\">" + figure(at + "amount_claimed", money(r.claim.amount_claimed)) +
-           " " + html_escape(r.claim.currency) + "</td><td class=\"n\">" +
+           " " + escape_html(r.claim.currency) + "</td><td class=\"n\">" +
            figure(at + "actual_spend", money(r.claim.actual_spend)) + "</td><td class=\"n\">" +
            figure(at + "amount_approved", money(r.decision.amount_approved)) + "</td><td class=\"" +
            verdict + "\">" + figure(at + "decision", verdict) + "</td><td><ul>" + reasons +

@@ -48,6 +48,33 @@ std::string format_minor_units(std::int64_t minor) {
   return (negative ? "-" : "") + std::to_string(m / 100) + "." + cents;
 }
 
+std::string escape_html(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 16);
+  for (char c : text) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
 namespace {
 constexpr std::array<std::string_view, 4> kTiers{"registered", "silver", "gold", "platinum"};
 constexpr std::array<std::string_view, 6> kTypes{"reseller", "var", "msp", "si", "isv", "referral"};

@@ -55,6 +55,10 @@ std::int64_t parse_minor_units(std::string_view text, const std::string& where);
 // 123456 -> "1234.56"; -5 -> "-0.05".
 std::string format_minor_units(std::int64_t minor);
 
+// Text as HTML character data or a quoted attribute value: & < > " ' escaped. The one escape
+// for every page and message channeld writes (render, the API's pages, the MDF report).
+std::string escape_html(std::string_view text);
+
 // ---- partners -----------------------------------------------------------------------------
 
 enum class Tier { registered, silver, gold, platinum };

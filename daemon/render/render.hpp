@@ -188,7 +188,7 @@ std::vector<std::string> deliverability_warnings(const RenderedEmail& email);
 // `from_address` has no domain.
 std::string message_id_for(const std::string& idempotency_key, const std::string& from_address);
 
-// Text as HTML character data or a quoted attribute value: & < > " ' escaped.
-std::string escape_html(std::string_view text);
+// Text as HTML character data or a quoted attribute value (model.hpp).
+using ::channeld::escape_html;
 
 }  // namespace channeld::render
