@@ -985,6 +985,21 @@ std::string path_of(const std::string& url) {
   return url.rfind(base, 0) == 0 ? url.substr(base.size()) : url;
 }
 
+// The site's daemon also serves http.public_listen (the event-driven front) on a free port.
+void serve_public_front(const Site& site) {
+  auto config = read_file(site.dir() / "channeld.toml");
+  config.replace(config.find("listen = \"127.0.0.1:0\"\n"), 23,
+                 "listen = \"127.0.0.1:0\"\npublic_listen = \"127.0.0.1:0\"\n");
+  write_file(site.dir() / "channeld.toml", config);
+}
+
+// The port the public front says it listens on in the daemon's log; empty if it has not.
+std::string public_front_port(const std::string& log) {
+  const std::string prefix = "public front listening on port ";
+  const std::string line = first_match(log, prefix + "[0-9]+");
+  return line.empty() ? line : line.substr(prefix.size());
+}
+
 // Everything a recipient reaches goes through http.public_listen, as public_url's proxy would
 // send it: clicks and opens answered by the front itself, the unsubscribe page and its form and
 // multipart posts relayed to http.listen.
@@ -997,18 +1012,13 @@ TEST(Engagement, UnsubscribingAfterStepOneByPageOrOneClickStopsStepTwoForThatAdd
   site.add_kit("k", "", 1,
                "<p>Hello {{contact.first_name}}, <a href=\"https://acme-it.example/offer?c="
                "{{contact.first_name}}&amp;k=1\">see the offer</a></p>");
-  auto config = read_file(site.dir() / "channeld.toml");
-  config.replace(config.find("listen = \"127.0.0.1:0\"\n"), 23,
-                 "listen = \"127.0.0.1:0\"\npublic_listen = \"127.0.0.1:0\"\n");
-  write_file(site.dir() / "channeld.toml", config);
+  serve_public_front(site);
   site.migrate();
   Process daemon(site.channeld({}), site.dir() / "daemon.log");
   ASSERT_TRUE(eventually([&] { return smtp.messages().size() == 3; })) << daemon.output();
-  std::smatch found;
-  const std::string log = daemon.output();
-  ASSERT_TRUE(std::regex_search(log, found, std::regex("public front listening on port ([0-9]+)")))
-      << log;
-  httplib::Client http("127.0.0.1", std::stoi(found[1].str()));
+  const std::string port = public_front_port(daemon.output());
+  ASSERT_FALSE(port.empty()) << daemon.output();
+  httplib::Client http("127.0.0.1", std::stoi(port));
   auto health = http.Get("/healthz");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
@@ -1114,24 +1124,18 @@ TEST(Engagement, ClicksAnsweredBeforeAKillNineAreCountedOnceAfterTheRestart) {
   Site site(db, smtp.port());
   site.add_partner({"acme-it", "gold", "msp", "America/Chicago", 1});
   site.add_kit("k", "", 1, "<p>Hello, <a href=\"https://acme-it.example/offer\">see the offer</a></p>");
-  auto config = read_file(site.dir() / "channeld.toml");
-  config.replace(config.find("listen = \"127.0.0.1:0\"\n"), 23,
-                 "listen = \"127.0.0.1:0\"\npublic_listen = \"127.0.0.1:0\"\n");
-  write_file(site.dir() / "channeld.toml", config);
+  serve_public_front(site);
   site.migrate();
   constexpr int kClicks = 200;
   {
     Process daemon(site.channeld({}), site.dir() / "first.log");
     ASSERT_TRUE(eventually([&] { return smtp.messages().size() == 1; })) << daemon.output();
-    std::smatch found;
-    const std::string log = daemon.output();
-    ASSERT_TRUE(
-        std::regex_search(log, found, std::regex("public front listening on port ([0-9]+)")))
-        << log;
+    const std::string port = public_front_port(daemon.output());
+    ASSERT_FALSE(port.empty()) << daemon.output();
     const std::string click =
         first_match(mails(smtp).at(0).decoded, "https://mkt\\.vendor\\.example/c/[A-Za-z0-9_.-]+");
     ASSERT_FALSE(click.empty());
-    httplib::Client http("127.0.0.1", std::stoi(found[1].str()));
+    httplib::Client http("127.0.0.1", std::stoi(port));
     for (int i = 0; i < kClicks; ++i) {
       auto clicked = http.Get(path_of(click), {{"User-Agent", "Mozilla/5.0 Firefox/120.0"}});
       ASSERT_TRUE(clicked);
