@@ -4,8 +4,8 @@
 // Why: a click's redirect waited for the PostgreSQL commit that recorded it, so each answer
 // cost a WAL fsync plus the batch's statement (4 ms at the median under load on the test VM),
 // and every click paid PostgreSQL's per-statement work in small batches. Here the journal
-// thread appends every hit queued meanwhile with one write(2) and one fdatasync(2) (0.3 ms on
-// the same disk) and only then answers: from the moment a recipient gets the redirect, the
+// thread writes every hit queued meanwhile with one pwrite(2) and one fdatasync(2) (0.3 ms on
+// the same disk) into a segment already written out as zeros, and only then answers: from the moment a recipient gets the redirect, the
 // click survives a crash of the daemon, of PostgreSQL or of the host. The applier thread then
 // records the hits in PostgreSQL, thousands per statement, each batch noting in the same
 // transaction the last journal line it holds (store::Engagement::record_journaled), so a
@@ -17,13 +17,14 @@
 // <journal> is unique per start, so a restarted daemon never appends to what it left. A
 // segment goes once PostgreSQL has all its lines; a clean stop leaves nothing behind.
 //
-// Failures: a write or fdatasync that fails (a full disk) is undone (ftruncate) and those
-// hits, and every later one, go straight to PostgreSQL as before (store::Engagement::record).
+// Failures: a write or fdatasync that fails (a full disk) is undone (the lines zeroed again)
+// and those hits go straight to PostgreSQL as before (store::Engagement::record); the next
+// batch tries the disk again, unless the undo failed too: then every later hit goes straight.
 // PostgreSQL away: hits wait on disk and in memory, retried with backoff; past `max_waiting`
 // hits not yet in PostgreSQL, new hits take the direct path too, so memory stays bounded.
 //
 // Threads: record() from any thread; one journal thread writes and answers (`done` runs there
-// and must not block); one applier thread talks to PostgreSQL.
+// and must not block); one applier thread talks to PostgreSQL; one prepares the next segment.
 #pragma once
 
 #include <chrono>
