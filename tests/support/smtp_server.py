@@ -126,9 +126,12 @@ class Recorder:
         self.accepted += 1
         session.accepted_here = getattr(session, "accepted_here", 0) + 1
         if self.args.maildir:
+            # Written aside and renamed, as maildir delivery does: a test polling the directory
+            # must never read a message the server is still writing (it would lack headers).
             name = os.path.join(self.args.maildir, "%08d.eml" % self.accepted)
-            with open(name, "wb") as f:
+            with open(name + ".tmp", "wb") as f:
                 f.write(content)
+            os.replace(name + ".tmp", name)
         self.write_stats()
         return "250 2.0.0 OK queued as %d" % self.accepted
 

@@ -69,7 +69,8 @@ std::vector<WebhookReceiver::Request> WebhookReceiver::requests() const {
   std::vector<Request> out;
   std::ifstream in(log());
   std::string line;
-  while (std::getline(in, line)) {
+  // A line without its newline is one the receiver is still writing: it is read next time.
+  while (std::getline(in, line) && !in.eof()) {
     if (line.empty()) continue;
     auto j = nlohmann::json::parse(line);
     Request r;
