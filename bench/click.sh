@@ -5,7 +5,7 @@
 #              recorded in PostgreSQL (default durability) right after by the journal's applier;
 #              on http.public_listen (the event-driven front) and on http.listen (httplib)
 #   nginx      `return 302` from a location, no I/O
-# Both under `wrk --latency` on loopback with the same threads, connections and duration. The
+# Both under `wrk --latency` on loopback with the same threads, connections, duration and Lua script (rotating paths). The
 # channeld run rotates over TOKENS click tokens of messages really sent (one per contact). After
 # each run the script waits until the daemon's channeld_hits_waiting is 0 (PostgreSQL has every
 # journaled click), reports how long that took after wrk stopped ("catch-up"), and checks that
@@ -14,7 +14,7 @@
 # comes from the Tracker's cache: the cost measured is the repeat click's; a first click adds a
 # database read and a render on the lookup threads.
 #
-#   bench/click.sh                      THREADS=2 CONNECTIONS=32 DURATION=15s TOKENS=200
+#   bench/click.sh                      THREADS=2 CONNECTIONS=32 DURATION=15s TOKENS=200 HTTPLIB=1
 #
 # Needs wrk, nginx (nginx-light) and scripts/bootstrap.sh's packages. CHANNELD_BUILD_DIR
 # (build-bench), CHANNELD_BIN, KEEP=1 as in bench/latency.sh; PERF=1 prints channeld's top
@@ -171,12 +171,22 @@ if [ -n "$perf_pid" ]; then
   perf report -i "$work/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null | cut -c1-120 |
     grep -v '^#' | grep '%' | head -25 >"$work/perf-top.txt" || true
   echo "click: channeld's top symbols during the click run on the public port:"; cat "$work/perf-top.txt"
+  echo "click: channeld's threads (share of its samples):"
+  perf report -i "$work/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null |
+    grep -v '^#' | grep '%' | head -10 || true
 fi
-ng=$(measure nginx "http://127.0.0.1:$nginx_port/c/static")
-ch=$(click_run httplib "$http_port")
+# nginx gets the same wrk script (the same rotating /c/<token> paths, the same per-response
+# check): the script costs wrk CPU on each request, and on two cores wrk's CPU is the servers'.
+ng=$(measure nginx "http://127.0.0.1:$nginx_port" -s "$work/rotate.lua")
+grep -q '^click: requests [0-9]* non302 0$' "$work/wrk-nginx.txt" || die "nginx answered other than 302"
 # The HTTP servers alone (no database, no rendering): what the click costs beyond them.
 phz=$(measure public-healthz "http://127.0.0.1:$public_port/healthz")
-hz=$(measure healthz "http://127.0.0.1:$http_port/healthz")
+# httplib's own port, for comparison (HTTPLIB=0 skips it).
+ch="httplib - - - - -" hz="healthz - - -"
+if [ "${HTTPLIB:-1}" = 1 ]; then
+  ch=$(click_run httplib "$http_port")
+  hz=$(measure healthz "http://127.0.0.1:$http_port/healthz")
+fi
 read -r _ pub_rps pub_p50 pub_p99 pub_clicks pub_caught <<<"$pub"
 read -r _ ch_rps ch_p50 ch_p99 ch_clicks ch_caught <<<"$ch"
 read -r _ ng_rps ng_p50 ng_p99 <<<"$ng"

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -187,9 +188,19 @@ HitJournal::HitJournal(fs::path dir, const std::string& owner, store::Engagement
       engagement_(engagement),
       options_(options) {
   lock_fd_ = journal_files::take_lock(dir_, name_);
-  writer_ = std::thread([this] { write_loop(); });
-  applier_ = std::thread([this] { apply_loop(); });
-  preparer_ = std::thread([this] { prepare_loop(); });
+  // Named for top -H and perf (at most 15 characters).
+  writer_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "hits-writer");
+    write_loop();
+  });
+  applier_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "hits-applier");
+    apply_loop();
+  });
+  preparer_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "hits-spare");
+    prepare_loop();
+  });
 }
 
 HitJournal::~HitJournal() {
