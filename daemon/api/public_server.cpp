@@ -15,6 +15,7 @@
 #include <boost/beast/http.hpp>
 #include <charconv>
 #include <exception>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <thread>
@@ -159,6 +160,11 @@ class PublicServer::Impl : public std::enable_shared_from_this<PublicServer::Imp
 
   void accept();
   void shutdown();
+  // A Reply from another thread: queued, and one handler posted per run of replies (a hit
+  // journal batch answers hundreds at once) rather than one post, allocation and wake-up each.
+  void reply_from_elsewhere(std::weak_ptr<Connection> connection, std::uint64_t sequence,
+                            Response response);
+  void deliver_replies();
 
   // One thread runs the io_context; Replies from other threads post to it.
   asio::io_context io{1};
@@ -175,6 +181,16 @@ class PublicServer::Impl : public std::enable_shared_from_this<PublicServer::Imp
   int port = 0;
   std::thread thread;
   std::atomic<bool> stopped{false};
+
+ private:
+  struct PendingReply {
+    std::weak_ptr<Connection> connection;
+    std::uint64_t sequence = 0;
+    Response response;
+  };
+  std::mutex replies_mutex_;
+  std::vector<PendingReply> replies_;  // under replies_mutex_
+  std::vector<PendingReply> delivering_;  // the I/O thread's
 };
 
 // ---- one connection ------------------------------------------------------------------------
@@ -294,10 +310,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         if (auto connection = self.lock()) connection->on_reply(sequence, std::move(response));
         return;
       }
-      // The lock happens on the I/O thread: a connection is only ever destroyed there.
-      asio::post(server->io, [self, sequence, response = std::move(response)]() mutable {
-        if (auto connection = self.lock()) connection->on_reply(sequence, std::move(response));
-      });
+      server->reply_from_elsewhere(self, sequence, std::move(response));
     };
     bool served = false;
     try {
@@ -557,6 +570,30 @@ void PublicServer::Impl::accept() {
     }
     accept();
   });
+}
+
+void PublicServer::Impl::reply_from_elsewhere(std::weak_ptr<Connection> connection,
+                                              std::uint64_t sequence, Response response) {
+  bool first = false;
+  {
+    std::lock_guard lock(replies_mutex_);
+    first = replies_.empty();
+    replies_.push_back({std::move(connection), sequence, std::move(response)});
+  }
+  if (first) asio::post(io, [self = shared_from_this()] { self->deliver_replies(); });
+}
+
+void PublicServer::Impl::deliver_replies() {
+  {
+    std::lock_guard lock(replies_mutex_);
+    delivering_.swap(replies_);
+  }
+  // The lock happens on the I/O thread: a connection is only ever destroyed there.
+  for (auto& pending : delivering_) {
+    if (auto connection = pending.connection.lock())
+      connection->on_reply(pending.sequence, std::move(pending.response));
+  }
+  delivering_.clear();
 }
 
 void PublicServer::Impl::shutdown() {

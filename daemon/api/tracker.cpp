@@ -78,7 +78,7 @@ bool Tracker::serve(const Request& request, Reply reply, bool may_block) {
   std::string agent = user_agent(request);
   const int link_index = target ? target->index : 0;
   if (auto found = recall(token, kind)) {
-    answer(kind, *found, head, agent, link_index, reply);
+    answer(kind, *found, head, agent, link_index, std::move(reply));
     return true;
   }
   auto work = [this, kind, token = std::move(token), key = std::move(key), target, head,
@@ -113,7 +113,7 @@ void Tracker::look_up(Kind kind, const std::string& token, const std::string& ke
 }
 
 void Tracker::answer(Kind kind, const Found& found, bool head, const std::string& agent,
-                     int link_index, const Reply& reply) {
+                     int link_index, Reply reply) {
   if (kind == Kind::click && !found.link) {
     reply(link_gone_page());
     return;
@@ -133,8 +133,10 @@ void Tracker::answer(Kind kind, const Found& found, bool head, const std::string
                  agent,
                  deps_.clock()};
   Response ok = kind == Kind::click ? redirect_to(*found.link) : tracking_pixel();
-  store::HitRecorded done = [reply, ok = std::move(ok)](std::exception_ptr error) {
-    reply(error ? failure_response(error) : ok);
+  // Called once: the response moves out rather than being copied on the journal's thread.
+  store::HitRecorded done = [reply = std::move(reply),
+                              ok = std::move(ok)](std::exception_ptr error) mutable {
+    reply(error ? failure_response(error) : std::move(ok));
   };
   if (deps_.record) {
     deps_.record(std::move(hit), std::move(done));

@@ -67,7 +67,7 @@ class Tracker {
                const std::optional<render::ClickTarget>& target, bool head,
                const std::string& agent, const Reply& reply);
   void answer(Kind kind, const Found& found, bool head, const std::string& agent, int link_index,
-              const Reply& reply);
+              Reply reply);
 
   EngagementDeps deps_;
   Offload offload_;

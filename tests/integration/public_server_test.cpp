@@ -143,6 +143,16 @@ FastHandler fast_handler(HeldReplies& held) {
       held.replies.push_back(std::move(reply));
       return true;
     }
+    if (request.path == "/later-tagged") {  // the Reply adds " <q>" to the body it is given
+      const auto q = request.query.find("q");
+      const std::string tag = q == request.query.end() ? "" : q->second;
+      const std::lock_guard lock(held.mutex);
+      held.replies.push_back([reply = std::move(reply), tag](Response response) {
+        response.body += " " + tag;
+        reply(std::move(response));
+      });
+      return true;
+    }
     if (request.path == "/split") {
       reply(
           Response{302, "text/plain", "", {{"Location", "https://a.example/\r\nSet-Cookie: x=1"}}});
@@ -222,6 +232,33 @@ TEST_F(PublicServerTest, AReplyGivenLaterFromAnotherThreadReachesItsClient) {
   ASSERT_TRUE(result) << httplib::to_string(result.error());
   EXPECT_EQ(result->status, 202);
   EXPECT_EQ(result->body, "later");
+}
+
+// The hit journal answers a whole batch at once from its own thread: every Reply of the run must
+// reach its own client, whichever thread gave it.
+TEST_F(PublicServerTest, ManyRepliesGivenAtOnceFromTwoThreadsEachReachTheirOwnClient) {
+  constexpr int kClients = 24;
+  std::vector<std::future<httplib::Result>> answers;
+  for (int i = 0; i < kClients; ++i) {
+    answers.push_back(std::async(std::launch::async, [this, i] {
+      return client().Get("/later-tagged?q=" + std::to_string(i));
+    }));
+  }
+  ASSERT_TRUE(within(5s, [&] { return held_.size() == kClients; }));
+  std::vector<Reply> replies;
+  for (int i = 0; i < kClients; ++i) replies.push_back(held_.take());
+  const auto answer_half = [&replies](int first) {
+    for (int i = first; i < kClients; i += 2) replies[i](Response{200, "text/plain", "later", {}});
+  };
+  std::thread even(answer_half, 0), odd(answer_half, 1);
+  even.join();
+  odd.join();
+  for (int i = 0; i < kClients; ++i) {
+    auto result = answers[i].get();
+    ASSERT_TRUE(result) << i << ": " << httplib::to_string(result.error());
+    EXPECT_EQ(result->status, 200);
+    EXPECT_EQ(result->body, "later " + std::to_string(i));
+  }
 }
 
 // A Location from a kit link that decoded to a line break must not split the response.
