@@ -215,7 +215,7 @@ void HitJournal::record(store::Hit hit, store::HitRecorded done) {
   {
     std::lock_guard lock(mutex_);
     if (!disk_refused_ && !stopping_writer_ &&
-        unapplied_.size() + incoming_.size() < options_.max_waiting) {
+        unapplied_count_ + incoming_.size() < options_.max_waiting) {
       incoming_.push_back({std::move(hit), std::move(done)});
       wake_writer_.notify_one();
       return;
@@ -227,7 +227,7 @@ void HitJournal::record(store::Hit hit, store::HitRecorded done) {
 
 std::size_t HitJournal::waiting() const {
   std::lock_guard lock(mutex_);
-  return unapplied_.size();
+  return unapplied_count_;
 }
 
 std::uint64_t HitJournal::bypassed() const {
@@ -237,7 +237,7 @@ std::uint64_t HitJournal::bypassed() const {
 
 void HitJournal::wait_applied() {
   std::unique_lock lock(mutex_);
-  applied_.wait(lock, [&] { return incoming_.empty() && !writing_ && unapplied_.empty(); });
+  applied_.wait(lock, [&] { return incoming_.empty() && !writing_ && unapplied_count_ == 0; });
 }
 
 bool HitJournal::append(const std::vector<Queued>& batch, std::uint64_t first_line) {
@@ -321,11 +321,15 @@ void HitJournal::write_loop() {
     const std::uint64_t first = last_line_ + 1;
     if (!broken_ && append(batch, first)) {
       last_line_ += batch.size();
+      auto chunk = std::make_shared<Chunk>();
+      chunk->first_line = first;
+      chunk->hits.reserve(batch.size());
+      for (auto& queued : batch) chunk->hits.push_back(std::move(queued.hit));
       {
         std::lock_guard lock(mutex_);
         segments_.back().last_line = last_line_;
-        for (std::size_t i = 0; i < batch.size(); ++i)
-          unapplied_.emplace_back(first + i, std::move(batch[i].hit));
+        unapplied_count_ += chunk->hits.size();
+        unapplied_.push_back(std::move(chunk));
         writing_ = false;
       }
       wake_applier_.notify_one();
@@ -391,44 +395,73 @@ void HitJournal::prepare_loop() {
 
 void HitJournal::apply_loop() {
   std::vector<store::Hit> hits;
+  std::vector<std::shared_ptr<const Chunk>> taken;  // the chunks this batch reads, front first
   auto retry = options_.first_retry;
   auto last_apply = std::chrono::steady_clock::time_point{};
   for (;;) {
-    std::uint64_t through = 0;
+    std::size_t offset = 0;  // into taken.front()
+    std::size_t n = 0;
     {
       std::unique_lock lock(mutex_);
-      wake_applier_.wait(lock, [&] { return stopping_applier_ || !unapplied_.empty(); });
-      if (unapplied_.empty()) return;
+      wake_applier_.wait(lock, [&] { return stopping_applier_ || unapplied_count_ > 0; });
+      if (unapplied_count_ == 0) return;
       // Hits are answered already: waiting for a fuller batch costs nobody a thing, and each
       // statement and commit saved is PostgreSQL CPU and a WAL fsync the journal's own
       // fdatasync no longer queues behind.
       wake_applier_.wait_until(lock, last_apply + options_.apply_every, [&] {
-        return stopping_applier_ || unapplied_.size() >= options_.max_batch;
+        return stopping_applier_ || unapplied_count_ >= options_.max_batch;
       });
       last_apply = std::chrono::steady_clock::now();
-      const std::size_t n = std::min(unapplied_.size(), options_.max_batch);
-      hits.clear();
-      for (std::size_t i = 0; i < n; ++i) hits.push_back(unapplied_[i].second);
-      through = unapplied_[n - 1].first;
+      n = std::min(unapplied_count_, options_.max_batch);
+      offset = unapplied_offset_;
+      std::size_t covered = 0;
+      for (const auto& chunk : unapplied_) {
+        if (covered >= n) break;
+        taken.push_back(chunk);
+        covered += chunk->hits.size() - (taken.size() == 1 ? offset : 0);
+      }
+    }
+    // Outside the lock: only this thread takes from the front, and queued chunks never change.
+    hits.clear();
+    std::uint64_t through = 0;
+    for (std::size_t c = 0; c < taken.size() && hits.size() < n; ++c) {
+      const Chunk& chunk = *taken[c];
+      for (std::size_t i = c == 0 ? offset : 0; i < chunk.hits.size() && hits.size() < n; ++i) {
+        hits.push_back(chunk.hits[i]);
+        through = chunk.first_line + i;
+      }
     }
     try {
       engagement_.record_journaled(hits, name_, through);
       retry = options_.first_retry;
-      if (const auto n = database_log_.success())
+      if (const auto failures = database_log_.success())
         spdlog::info("hits: the database takes journaled opens and clicks again after {} failures",
-                     n);
+                     failures);
+      std::vector<std::shared_ptr<const Chunk>> done;  // freed after the lock is released
       {
         std::lock_guard lock(mutex_);
-        // Only this thread takes from the front: the first hits.size() are the ones recorded.
-        unapplied_.erase(unapplied_.begin(),
-                         unapplied_.begin() + static_cast<std::ptrdiff_t>(hits.size()));
+        std::size_t left = n;
+        while (left > 0) {
+          const std::size_t in_front = unapplied_.front()->hits.size() - unapplied_offset_;
+          if (in_front > left) {
+            unapplied_offset_ += left;
+            break;
+          }
+          left -= in_front;
+          done.push_back(std::move(unapplied_.front()));
+          unapplied_.pop_front();
+          unapplied_offset_ = 0;
+        }
+        unapplied_count_ -= n;
       }
+      taken.clear();
       applied_.notify_all();
       remove_applied_segments(through);
     } catch (const std::exception& e) {
-      if (const auto n = database_log_.failure(std::chrono::steady_clock::now()))
+      taken.clear();
+      if (const auto failures = database_log_.failure(std::chrono::steady_clock::now()))
         spdlog::warn("hits: {} opens and clicks wait in {} for the database ({} failures): {}",
-                     waiting(), dir_.string(), n, e.what());
+                     waiting(), dir_.string(), failures, e.what());
       std::unique_lock lock(mutex_);
       const auto now = std::chrono::steady_clock::now();
       if (stopping_applier_ && now >= give_up_at_) return;
@@ -472,7 +505,7 @@ void HitJournal::stop(std::chrono::milliseconds grace) {
   std::deque<Segment> segments;
   {
     std::lock_guard lock(mutex_);
-    left = unapplied_.size();
+    left = unapplied_count_;
     segments.swap(segments_);
   }
   std::error_code ignored;

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -123,7 +124,17 @@ class HitJournal {
   mutable std::mutex mutex_;
   std::condition_variable wake_writer_, wake_applier_, applied_;
   std::vector<Queued> incoming_;
-  std::deque<std::pair<std::uint64_t, store::Hit>> unapplied_;  // journaled, by line number
+  // Journaled and not yet in PostgreSQL, oldest first: one chunk per written batch, shared and
+  // never changed once queued, so the applier takes a batch by copying pointers under the lock
+  // and the hits themselves outside it. Copying thousands of hits under the lock made every
+  // click wait behind the applier (and behind its thread's time slice when it lost the CPU).
+  struct Chunk {
+    std::uint64_t first_line = 0;  // hits[i] is line first_line + i
+    std::vector<store::Hit> hits;
+  };
+  std::deque<std::shared_ptr<const Chunk>> unapplied_;
+  std::size_t unapplied_offset_ = 0;  // hits of the front chunk PostgreSQL has already
+  std::size_t unapplied_count_ = 0;   // hits in unapplied_ past that offset
   std::deque<Segment> segments_;                                // on disk, oldest first
   std::uint64_t bypassed_ = 0;
   bool writing_ = false;  // the journal thread holds a batch taken from incoming_

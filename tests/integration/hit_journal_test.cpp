@@ -153,6 +153,30 @@ TEST_F(HitJournalTest, HitsAreAnsweredFromTheJournalAndReachTheDatabaseExactlyOn
   EXPECT_EQ(clicks() + opens(), kThreads * kEach);
 }
 
+// Hits recorded without waiting reach the journal in large batches, so a statement ends inside
+// a batch and the next one starts there: each hit must still be recorded exactly once.
+TEST_F(HitJournalTest, StatementsSmallerThanTheWrittenBatchesRecordEachHitOnce) {
+  HitJournalOptions options;
+  options.max_batch = 7;
+  HitJournal journal(dir_.path() / "hits", "host:1", *engagement_, options);
+  constexpr int kHits = 300;
+  std::atomic<int> answered{0};
+  for (int i = 0; i < kHits; ++i) {
+    journal.record(hit(static_cast<std::size_t>(i % 3), true),
+                   [&](std::exception_ptr e) { answered += e ? 0 : 1; });
+  }
+  journal.wait_applied();
+  EXPECT_EQ(answered.load(), kHits);
+  EXPECT_EQ(journal.waiting(), 0u);
+  EXPECT_EQ(journal.bypassed(), 0u);
+  EXPECT_EQ(clicks(), kHits);
+  EXPECT_EQ(scalar("SELECT max(applied) FROM hit_journal"), kHits)
+      << "the mark names the last line";
+  journal.stop(milliseconds(0));
+  EXPECT_EQ(replay_dead_hit_journals(dir_.path() / "hits", *engagement_), 0u);
+  EXPECT_EQ(clicks(), kHits);
+}
+
 TEST_F(HitJournalTest, IdenticalHitsOfABatchAreOneEventRowWithTheirCount) {
   std::vector<store::Hit> hits(10, hit(0, true));
   store::Hit other_agent = hit(0, true);
