@@ -15,6 +15,7 @@
 # database read and a render on the lookup threads.
 #
 #   bench/click.sh                      THREADS=2 CONNECTIONS=32 DURATION=15s TOKENS=200 HTTPLIB=1
+#                                       REPEAT=1 (more alternating click/nginx pairs, median)
 #
 # Needs wrk, nginx (nginx-light) and scripts/bootstrap.sh's packages. CHANNELD_BUILD_DIR
 # (build-bench), CHANNELD_BIN, KEEP=1 as in bench/latency.sh; PERF=1 prints channeld's top
@@ -203,3 +204,23 @@ echo "| channeld public_listen GET /healthz (the front only) | $phz_rps | $phz_p
 echo "| channeld listen (httplib) GET /c/<token> (journaled before the 302; $ch_clicks clicks in PostgreSQL ${ch_caught} s after wrk stopped) | $ch_rps | $ch_p50 | $ch_p99 | $(pct "$ch_rps") |"
 echo "| channeld listen (httplib) GET /healthz | $hz_rps | $hz_p50 | $hz_p99 | $(pct "$hz_rps") |"
 echo "| nginx return 302 | $ng_rps | $ng_p50 | $ng_p99 | 100% |"
+
+# On a shared VM both servers' rates drift by a third between runs minutes apart: REPEAT=N
+# measures N more pairs back to back (channeld's click, then nginx) and prints the median ratio.
+if [ "${REPEAT:-1}" -gt 1 ]; then
+  echo
+  echo "| pair | channeld click requests/s | p99 | nginx requests/s | p99 | channeld vs nginx |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  ratios=()
+  for ((i = 1; i <= REPEAT; i++)); do
+    pair_click=$(click_run "public-$i" "$public_port")
+    pair_nginx=$(measure "nginx-$i" "http://127.0.0.1:$nginx_port" -s "$work/rotate.lua")
+    read -r _ a _ a99 _ _ <<<"$pair_click"
+    read -r _ b _ b99 <<<"$pair_nginx"
+    ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.0f", 100 * a / b }')
+    ratios+=("$ratio")
+    echo "| $i | $a | $a99 | $b | $b99 | $ratio% |"
+  done
+  echo "median of $REPEAT pairs: channeld at $(printf '%s\n' "${ratios[@]}" | sort -n |
+    awk '{ r[NR] = $1 } END { print r[int((NR + 1) / 2)] }')% of nginx"
+fi
