@@ -1,0 +1,73 @@
+#!/usr/bin/python3
+"""The disk's fdatasync latency as the hit journal meets it: a 3 KB pwrite into a file already
+written out as zeros, then fdatasync, in a loop for SECONDS. With --zeroing, a second process
+writes a 4 MiB file of zeros and fsyncs it every second beside it, as the journal's spare
+thread does. Prints p50, p99, p99.9, max and the share of time spent in syncs over 2 ms.
+
+    bench/fsync_latency.py DIR [SECONDS] [--zeroing]      (DIR: the filesystem of paths.state)
+"""
+import os
+import sys
+import time
+
+
+def zero_loop(directory):
+    n = 0
+    while True:
+        path = os.path.join(directory, "fsync-latency-zeros.%d" % (n % 2))
+        n += 1
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, b"\0" * (4 << 20))
+        os.fsync(fd)
+        os.close(fd)
+        time.sleep(1.0)
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if not args:
+        sys.exit(__doc__)
+    directory = args[0]
+    seconds = float(args[1]) if len(args) > 1 else 5.0
+    zeroer = None
+    if "--zeroing" in sys.argv:
+        zeroer = os.fork()
+        if zeroer == 0:
+            zero_loop(directory)
+    path = os.path.join(directory, "fsync-latency.bin")
+    size = 64 << 20
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(size // (4 << 20)):
+            os.write(fd, b"\0" * (4 << 20))
+        os.fsync(fd)
+        line = b"x" * 3000
+        latencies, offset = [], 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            start = time.perf_counter()
+            os.pwrite(fd, line, offset)
+            os.fdatasync(fd)
+            latencies.append(time.perf_counter() - start)
+            offset = (offset + len(line)) % (size - len(line))
+    finally:
+        os.close(fd)
+        os.unlink(path)
+        if zeroer:
+            os.kill(zeroer, 9)
+            os.waitpid(zeroer, 0)
+            for n in range(2):
+                try:
+                    os.unlink(os.path.join(directory, "fsync-latency-zeros.%d" % n))
+                except FileNotFoundError:
+                    pass
+    slow = sum(x for x in latencies if x > 0.002) / sum(latencies)
+    latencies.sort()
+    n = len(latencies)
+    print("%d syncs: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms; %.1f%% of the time in "
+          "syncs over 2 ms" % (n, latencies[n // 2] * 1e3, latencies[n * 99 // 100] * 1e3,
+                                latencies[n * 999 // 1000] * 1e3, latencies[-1] * 1e3, 100 * slow))
+
+
+if __name__ == "__main__":
+    main()
