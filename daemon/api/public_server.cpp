@@ -580,7 +580,9 @@ void PublicServer::Impl::reply_from_elsewhere(std::weak_ptr<Connection> connecti
     first = replies_.empty();
     replies_.push_back({std::move(connection), sequence, std::move(response)});
   }
-  if (first) asio::post(io, [self = shared_from_this()] { self->deliver_replies(); });
+  // `this`, not a shared_ptr: a handler left in a stopped io_context would keep its own owner
+  // alive (the io_context is a member). It only runs while io runs, so while *this lives.
+  if (first) asio::post(io, [this] { deliver_replies(); });
 }
 
 void PublicServer::Impl::deliver_replies() {

@@ -648,8 +648,13 @@ TEST(PublicServerLifeCycle, StopClosesOpenConnectionsAndALateReplyDoesNothing) {
 TEST(PublicServerLifeCycle, AReplyOutlivingTheServerDoesNothing) {
   Upstream upstream;
   HeldReplies held;
-  auto server = std::make_unique<PublicServer>("127.0.0.1:0", upstream.address(), PublicLimits{},
-                                               fast_handler(held));
+  // Shared with the handler the server keeps: its count tells whether the server's state is gone.
+  auto handler_alive = std::make_shared<int>(0);
+  auto server = std::make_unique<PublicServer>(
+      "127.0.0.1:0", upstream.address(), PublicLimits{},
+      [handler_alive, fast = fast_handler(held)](const Request& request, Reply reply) {
+        return fast(request, std::move(reply));
+      });
   server->start();
   RawConnection waiting(server->port());
   ASSERT_TRUE(waiting.send("GET /later HTTP/1.1\r\nHost: h\r\n\r\n"));
@@ -658,6 +663,9 @@ TEST(PublicServerLifeCycle, AReplyOutlivingTheServerDoesNothing) {
   server.reset();
   reply(Response{200, "text/plain", "too late", {}});
   EXPECT_TRUE(waiting.closed_by_server());
+  reply = nullptr;
+  EXPECT_EQ(handler_alive.use_count(), 1)
+      << "the server's state is freed with the last Reply, not kept by what a late one queued";
 }
 
 TEST(PublicServerLifeCycle, AMalformedListenAddressIsAnInputErrorNamingTheKey) {
