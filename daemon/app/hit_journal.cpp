@@ -1,7 +1,6 @@
 #include "app/hit_journal.hpp"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -21,7 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::string_view kLockSuffix = ".lock";
 constexpr std::string_view kSegmentSuffix = ".hits";
 constexpr std::size_t kFields = 10;
 
@@ -511,7 +509,8 @@ void HitJournal::stop(std::chrono::milliseconds grace) {
   std::error_code ignored;
   // A spare holds no line: it goes either way (a replay would find nothing in it).
   fs::remove(segment_path(next_segment_), ignored);
-  if (left == 0 && !broken_) {
+  const bool nothing_to_replay = left == 0 && !broken_;
+  if (nothing_to_replay) {
     for (const auto& segment : segments) fs::remove(segment_path(segment.n), ignored);
     try {
       engagement_.forget_journal(name_);
@@ -519,12 +518,11 @@ void HitJournal::stop(std::chrono::milliseconds grace) {
       // Only a mark of a journal that no longer exists: harmless, and never read again.
       spdlog::debug("hits: journal {} stays marked in the database: {}", name_, e.what());
     }
-    fs::remove(dir_ / (name_ + std::string(kLockSuffix)), ignored);
   } else if (left > 0) {
     spdlog::warn("hits: {} opens and clicks stay in {} for the next start to record", left,
                  dir_.string());
   }
-  ::close(lock_fd_);
+  journal_files::release_lock(dir_, name_, lock_fd_, nothing_to_replay);
   lock_fd_ = -1;
 }
 

@@ -1,7 +1,6 @@
 #include "app/journal.hpp"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -18,7 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::string_view kLockSuffix = ".lock";
 constexpr std::string_view kSegmentSuffix = ".journal";
 
 using journal_files::errno_text;
@@ -75,12 +73,8 @@ Journal::Journal(fs::path dir, std::string owner)
 
 Journal::~Journal() {
   if (fd_ >= 0) ::close(fd_);
-  if (segments_.empty()) {
-    // Nothing left to replay: only a dead daemon's files are looked at, and ours go now.
-    std::error_code ignored;
-    fs::remove(dir_ / (stem_ + std::string(kLockSuffix)), ignored);
-  }
-  ::close(lock_fd_);
+  // Nothing left to replay: only a dead daemon's files are looked at, and ours go now.
+  journal_files::release_lock(dir_, stem_, lock_fd_, segments_.empty());
 }
 
 fs::path Journal::segment_path(std::uint64_t n) const {

@@ -19,6 +19,10 @@ namespace {
 
 constexpr std::string_view kLockSuffix = ".lock";
 
+fs::path lock_path(const fs::path& dir, const std::string& stem) {
+  return dir / (stem + std::string(kLockSuffix));
+}
+
 }  // namespace
 
 std::string safe_stem(const std::string& owner) {
@@ -41,7 +45,7 @@ int take_lock(const fs::path& dir, const std::string& stem) {
   if (ec) {
     throw std::runtime_error("paths.state: cannot create " + dir.string() + ": " + ec.message());
   }
-  const fs::path lock = dir / (stem + std::string(kLockSuffix));
+  const fs::path lock = lock_path(dir, stem);
   const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0 || ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const std::string why = errno_text();
@@ -49,6 +53,14 @@ int take_lock(const fs::path& dir, const std::string& stem) {
     throw std::runtime_error("paths.state: cannot lock " + lock.string() + ": " + why);
   }
   return fd;
+}
+
+void release_lock(const fs::path& dir, const std::string& stem, int fd, bool remove_file) {
+  if (remove_file) {
+    std::error_code ignored;
+    fs::remove(lock_path(dir, stem), ignored);
+  }
+  if (fd >= 0) ::close(fd);
 }
 
 bool segment_number(std::string_view name, std::string_view stem, std::string_view suffix,

@@ -24,6 +24,12 @@ std::string errno_text();
 // descriptor. Throws std::runtime_error naming the path (paths.state) if it cannot.
 int take_lock(const std::filesystem::path& dir, const std::string& stem);
 
+// Gives back what take_lock took: deletes `<stem>.lock` first when `remove_file` (the journal
+// left nothing to replay), then closes `fd`. A lock kept on disk tells the next start there is
+// a journal to replay.
+void release_lock(const std::filesystem::path& dir, const std::string& stem, int fd,
+                  bool remove_file);
+
 // "<stem>.<n><suffix>" -> n; false for any other name.
 bool segment_number(std::string_view name, std::string_view stem, std::string_view suffix,
                     std::uint64_t& n);
