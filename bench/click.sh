@@ -5,8 +5,8 @@
 #              recorded in PostgreSQL (default durability) right after by the journal's applier;
 #              on http.public_listen (the event-driven front) and on http.listen (httplib)
 #   nginx      `return 302` from a location, no I/O
-# Both under `wrk --latency` on loopback with the same threads, connections, duration and Lua script (rotating paths). The
-# channeld run rotates over TOKENS click tokens of messages really sent (one per contact). After
+# Both under `wrk --latency` on loopback with the same threads, connections, duration and Lua
+# script, which rotates over TOKENS click tokens of messages really sent (one per contact). After
 # each run the script waits until the daemon's channeld_hits_waiting is 0 (PostgreSQL has every
 # journaled click), reports how long that took after wrk stopped ("catch-up"), and checks that
 # PostgreSQL recorded at least as many clicks as wrk got 302s.
@@ -161,6 +161,15 @@ click_run() {
   [ "$clicks" -ge "$requests" ] || die "$label: wrk got $requests redirects but PostgreSQL recorded $clicks clicks"
   echo "$result $clicks $caught"
 }
+# One nginx run, under the same wrk script as channeld's click runs (the same rotating /c/<token>
+# paths, the same per-response check): the script costs wrk CPU on each request, and on two
+# cores wrk's CPU is the servers'. Prints "label rps p50 p99".
+nginx_run() {
+  local label=$1 result
+  result=$(measure "$label" "http://127.0.0.1:$nginx_port" -s "$work/rotate.lua")
+  grep -q '^click: requests [0-9]* non302 0$' "$work/wrk-$label.txt" || die "$label answered other than 302"
+  echo "$result"
+}
 perf_pid=""
 if [ "${PERF:-0}" = 1 ]; then
   perf record -F 499 -g -p "$daemon_pid" -o "$work/perf.data" 2>/dev/null &
@@ -176,23 +185,19 @@ if [ -n "$perf_pid" ]; then
   perf report -i "$work/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null |
     grep -v '^#' | grep '%' | head -10 || true
 fi
-# nginx gets the same wrk script (the same rotating /c/<token> paths, the same per-response
-# check): the script costs wrk CPU on each request, and on two cores wrk's CPU is the servers'.
-ng=$(measure nginx "http://127.0.0.1:$nginx_port" -s "$work/rotate.lua")
-grep -q '^click: requests [0-9]* non302 0$' "$work/wrk-nginx.txt" || die "nginx answered other than 302"
+ng=$(nginx_run nginx)
 # The HTTP servers alone (no database, no rendering): what the click costs beyond them.
 phz=$(measure public-healthz "http://127.0.0.1:$public_port/healthz")
 # httplib's own port, for comparison (HTTPLIB=0 skips it).
-ch="httplib - - - - -" hz="healthz - - -"
 if [ "${HTTPLIB:-1}" = 1 ]; then
   ch=$(click_run httplib "$http_port")
   hz=$(measure healthz "http://127.0.0.1:$http_port/healthz")
+  read -r _ ch_rps ch_p50 ch_p99 ch_clicks ch_caught <<<"$ch"
+  read -r _ hz_rps hz_p50 hz_p99 <<<"$hz"
 fi
 read -r _ pub_rps pub_p50 pub_p99 pub_clicks pub_caught <<<"$pub"
-read -r _ ch_rps ch_p50 ch_p99 ch_clicks ch_caught <<<"$ch"
 read -r _ ng_rps ng_p50 ng_p99 <<<"$ng"
 read -r _ phz_rps phz_p50 phz_p99 <<<"$phz"
-read -r _ hz_rps hz_p50 hz_p99 <<<"$hz"
 pct() { awk -v a="$1" -v b="$ng_rps" 'BEGIN { printf "%.0f%%", 100 * a / b }'; }
 
 echo
@@ -201,8 +206,10 @@ echo "| server | requests/s | p50 | p99 | vs nginx |"
 echo "|---|---:|---:|---:|---:|"
 echo "| channeld public_listen GET /c/<token> (journaled before the 302; $pub_clicks clicks in PostgreSQL ${pub_caught} s after wrk stopped) | $pub_rps | $pub_p50 | $pub_p99 | $(pct "$pub_rps") |"
 echo "| channeld public_listen GET /healthz (the front only) | $phz_rps | $phz_p50 | $phz_p99 | $(pct "$phz_rps") |"
-echo "| channeld listen (httplib) GET /c/<token> (journaled before the 302; $ch_clicks clicks in PostgreSQL ${ch_caught} s after wrk stopped) | $ch_rps | $ch_p50 | $ch_p99 | $(pct "$ch_rps") |"
-echo "| channeld listen (httplib) GET /healthz | $hz_rps | $hz_p50 | $hz_p99 | $(pct "$hz_rps") |"
+if [ "${HTTPLIB:-1}" = 1 ]; then
+  echo "| channeld listen (httplib) GET /c/<token> (journaled before the 302; $ch_clicks clicks in PostgreSQL ${ch_caught} s after wrk stopped) | $ch_rps | $ch_p50 | $ch_p99 | $(pct "$ch_rps") |"
+  echo "| channeld listen (httplib) GET /healthz | $hz_rps | $hz_p50 | $hz_p99 | $(pct "$hz_rps") |"
+fi
 echo "| nginx return 302 | $ng_rps | $ng_p50 | $ng_p99 | 100% |"
 
 # On a shared VM both servers' rates drift by a third between runs minutes apart: REPEAT=N
@@ -214,7 +221,7 @@ if [ "${REPEAT:-1}" -gt 1 ]; then
   ratios=()
   for ((i = 1; i <= REPEAT; i++)); do
     pair_click=$(click_run "public-$i" "$public_port")
-    pair_nginx=$(measure "nginx-$i" "http://127.0.0.1:$nginx_port" -s "$work/rotate.lua")
+    pair_nginx=$(nginx_run "nginx-$i")
     read -r _ a _ a99 _ _ <<<"$pair_click"
     read -r _ b _ b99 <<<"$pair_nginx"
     ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.0f", 100 * a / b }')
