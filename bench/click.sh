@@ -19,7 +19,8 @@
 #
 # Needs wrk, nginx (nginx-light) and scripts/bootstrap.sh's packages. CHANNELD_BUILD_DIR
 # (build-bench), CHANNELD_BIN, KEEP=1 as in bench/latency.sh; PERF=1 prints channeld's top
-# symbols during the click run (perf).
+# symbols during the click run (perf). STATE_DIR=/dev/shm/x puts paths.state (the hit journal)
+# there: on tmpfs, what the disk's flush costs the click shows (not a configuration to run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD

@@ -40,7 +40,7 @@ campaigns = "campaigns"
 templates = "templates"
 partners = "partners"
 claims = "claims"
-state = "state"
+state = "${STATE_DIR:-state}"
 [http]
 listen = "127.0.0.1:0"
 public_url = "https://mkt.vendor.example"
