@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "store/store.hpp"
@@ -77,12 +78,25 @@ std::string password_in(const std::string& url);
 
 // `[database] url` in either libpq form (URI or key=value), as SOCI must be given it, and the
 // password it holds (to scrub from messages). Throws StoreError, without the password, if
-// libpq cannot parse it.
+// libpq cannot parse it. Adds kConnectionDefaults for what the url leaves unset.
 struct ConnectString {
   std::string soci;
   std::string password;
 };
 ConnectString connect_string(const std::string& url);
+
+// Bounds on waiting for a database that has gone away (its host down or cut off, not merely
+// refusing), added to the url unless it sets them itself (or PGCONNECT_TIMEOUT is set). libpq's
+// own defaults leave a connect to a silent host waiting two minutes (the kernel's SYN retries)
+// and a query on a dead connection waiting hours (TCP keepalive starts after 2 h idle), and
+// every thread then waits with it, the shutdown drain included. With these a connect gives up
+// after 10 s, and a connection whose peer stopped answering is dropped within about 30 s: 15 s
+// idle, then three probes 5 s apart, and data left unacknowledged for 20 s. A busy server's
+// kernel still answers probes and acknowledges, so a long query is never cut short. Unix
+// sockets ignore the TCP ones.
+inline constexpr std::pair<const char*, const char*> kConnectionDefaults[] = {
+    {"connect_timeout", "10"}, {"keepalives_idle", "15"},       {"keepalives_interval", "5"},
+    {"keepalives_count", "3"}, {"tcp_user_timeout", "20000"}};
 // `message` with every occurrence of `secret` replaced by "***".
 std::string redact(std::string message, const std::string& secret);
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <set>
 #include <string_view>
@@ -88,17 +89,28 @@ ConnectString connect_string(const std::string& url) {
   }
   ConnectString out;
   std::string query;
+  const auto add = [&](std::string_view keyword, const char* value) {
+    query += query.empty() ? "?" : "&";
+    query += keyword;
+    query += '=';
+    query += percent_encode(value);
+  };
+  std::set<std::string, std::less<>> given;
   for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
     if (o->val == nullptr) continue;
     if (std::string_view(o->keyword) == "password") out.password = o->val;
-    query += query.empty() ? "?" : "&";
-    query += o->keyword;
-    query += '=';
-    query += percent_encode(o->val);
+    given.insert(o->keyword);
+    add(o->keyword, o->val);
   }
   PQconninfoFree(options);
-  // With no setting at all, libpq's defaults (PGHOST, the socket, the user's name) apply.
-  out.soci = query.empty() ? "" : "postgresql://" + query;
+  // PQconninfoParse leaves out the environment's settings; a setting added here would override
+  // the one variable among them that these defaults name.
+  if (std::getenv("PGCONNECT_TIMEOUT") != nullptr) given.insert("connect_timeout");
+  for (const auto& [keyword, value] : kConnectionDefaults) {
+    if (!given.contains(keyword)) add(keyword, value);
+  }
+  // No host, port, user or database: libpq's defaults (PGHOST, the socket, the user's name).
+  out.soci = "postgresql://" + query;
   return out;
 }
 

@@ -4,12 +4,20 @@
 // check what is really in the table.
 #include "store/store.hpp"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <soci/postgresql/soci-postgresql.h>
 #include <soci/soci.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <latch>
 #include <set>
 #include <thread>
@@ -139,6 +147,81 @@ TEST(ConnectString, RefusesTextLibpqCannotParseWithoutShowingThePassword) {
   } catch (const StoreError& e) {
     EXPECT_EQ(std::string(e.what()).find("unclosed secret"), std::string::npos) << e.what();
   }
+}
+
+// The bounds on a database that has gone away are added, and never override the url's own.
+TEST(ConnectString, AddsBoundsOnADeadDatabaseUnlessTheUrlSetsThem) {
+  const auto plain = connect_string("host=db.example dbname=channeld");
+  for (const auto& [keyword, value] : kConnectionDefaults) {
+    EXPECT_NE(plain.soci.find(std::string(keyword) + "=" + value), std::string::npos)
+        << keyword << " in " << plain.soci;
+  }
+
+  const auto own = connect_string(
+      "postgresql://db.example/channeld?connect_timeout=3&keepalives_idle=60");
+  EXPECT_NE(own.soci.find("connect_timeout=3"), std::string::npos) << own.soci;
+  EXPECT_EQ(own.soci.find("connect_timeout=10"), std::string::npos) << own.soci;
+  EXPECT_NE(own.soci.find("keepalives_idle=60"), std::string::npos) << own.soci;
+  EXPECT_EQ(own.soci.find("keepalives_idle=15"), std::string::npos) << own.soci;
+  EXPECT_NE(own.soci.find("tcp_user_timeout=20000"), std::string::npos) << own.soci;
+
+  // libpq reads PGCONNECT_TIMEOUT itself, unless the connect string names a value.
+  ::setenv("PGCONNECT_TIMEOUT", "7", 1);
+  const auto from_environment = connect_string("host=db.example");
+  ::unsetenv("PGCONNECT_TIMEOUT");
+  EXPECT_EQ(from_environment.soci.find("connect_timeout"), std::string::npos)
+      << from_environment.soci;
+}
+
+// A host that takes the connection and never answers (a hung server, a half-dead proxy): the
+// store gives up at connect_timeout instead of waiting for ever. The url's timeout reaching
+// libpq through SOCI's re-reading of the connect string is what is checked; the default's
+// value is the same path.
+TEST(ConnectString, ASilentServerFailsTheConnectAtItsTimeout) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(listener, 8), 0);  // the kernel completes handshakes; nobody answers
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const std::string url = "host=127.0.0.1 port=" + std::to_string(ntohs(address.sin_port)) +
+                          " dbname=channeld user=channeld connect_timeout=1";
+  try {
+    Store store(url, 1);
+    ADD_FAILURE() << "connected to a server that never answered";
+  } catch (const StoreError& e) {
+    EXPECT_NE(std::string(e.what()).find("timeout expired"), std::string::npos) << e.what();
+  }
+  ::close(listener);
+}
+
+// The daemon's own connections carry the keepalive and unacknowledged-data bounds, as the
+// kernel reports them on the socket libpq opened.
+TEST_F(StoreTest, ConnectionsToTheDatabaseCarryTheDeadPeerBounds) {
+  store().impl().run("reading the socket's options", [](soci::session& sql) {
+    auto* backend = static_cast<soci::postgresql_session_backend*>(sql.get_backend());
+    const int fd = PQsocket(backend->conn_);
+    ASSERT_GE(fd, 0);
+    sockaddr_storage peer{};
+    socklen_t peer_length = sizeof peer;
+    ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&peer), &peer_length), 0);
+    if (peer.ss_family != AF_INET && peer.ss_family != AF_INET6)
+      GTEST_SKIP() << "CHANNELD_TEST_PG reaches PostgreSQL through a Unix socket";
+    const auto option = [fd](int level, int name) {
+      int value = -1;
+      socklen_t size = sizeof value;
+      EXPECT_EQ(::getsockopt(fd, level, name, &value, &size), 0);
+      return value;
+    };
+    EXPECT_EQ(option(SOL_SOCKET, SO_KEEPALIVE), 1);
+    EXPECT_EQ(option(IPPROTO_TCP, TCP_KEEPIDLE), 15);
+    EXPECT_EQ(option(IPPROTO_TCP, TCP_KEEPINTVL), 5);
+    EXPECT_EQ(option(IPPROTO_TCP, TCP_KEEPCNT), 3);
+    EXPECT_EQ(option(IPPROTO_TCP, TCP_USER_TIMEOUT), 20000);
+  });
 }
 
 TEST_F(StoreTest, MigrateAppliesEveryMigrationOnceAndThenNothing) {
