@@ -18,6 +18,9 @@
 # CHANNELD_BUILD_DIR (build-bench), CHANNELD_BIN (the channeld binary to measure), KEEP=1 keeps
 # the work folder. Needs scripts/bootstrap.sh's
 # packages (postfix for smtp-sink and smtp-source, python3).
+# At 0 ms, where the two cores are the limit, a second table says what each sender costs the
+# whole machine per message (from /proc/stat: every process, PostgreSQL and the sink included),
+# and how much of that is the sender itself and the sink: the CPU budget of a message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -47,7 +50,21 @@ cleanup() {
 trap cleanup EXIT
 start_pg
 
+# CPU time in clock ticks: the whole machine's busy time, one process's, a finished child's.
+hz=$(getconf CLK_TCK)
+machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+proc_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# µs per message from a tick count over n messages.
+per_msg() { awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { printf "%.0f", t * 1e6 / hz / n }'; }
+TIMEFORMAT='%U %S'
+# Runs "$@" (its output discarded) and sets cpu_run to its user and system time, in ticks.
+timed() {
+  local out; out=$({ time "$@" >/dev/null 2>&1; } 2>&1) || return 1
+  cpu_run=$(awk -v u="${out% *}" -v s="${out#* }" -v hz="$hz" 'BEGIN { printf "%.0f", (u + s) * hz }')
+}
+
 rows=()
+cpu_rows=()
 for delay in $DELAYS; do
   n=$(n_for "$delay")
   [ $((n % PARTNERS)) -eq 0 ] || die "N_$delay ($n) must be a multiple of PARTNERS"
@@ -60,10 +77,14 @@ for delay in $DELAYS; do
 
   fresh_db
   lsn0=$(psql_q "SELECT pg_current_wal_lsn()")
+  m0=$(machine_busy); k0=$(proc_cpu "$sink_pid")
   t0=$(date +%s.%N)
-  "$channeld" --config "$work/site/channeld.toml" --until-idle >"$work/channeld-$delay.out" 2>"$work/channeld-$delay.log" ||
+  # The log goes to its file inside, so that only the time keyword's line reaches timed().
+  timed bash -c '"$0" --config "$1" --until-idle >"$2.out" 2>"$2.log"' "$channeld" \
+    "$work/site/channeld.toml" "$work/channeld-$delay" ||
     die "channeld failed, see $work/channeld-$delay.log (KEEP=1)"
   t1=$(date +%s.%N)
+  ch_cpu=("$(($(machine_busy) - m0))" "$cpu_run" "$(($(proc_cpu "$sink_pid") - k0))")
   read -r sent span < <(psql_q "SELECT count(*), extract(epoch FROM max(sent_at) - min(sent_at)) + 1
                                 FROM outbox WHERE state = 'sent'" | tr '|' ' ')
   [ "$sent" -eq "$n" ] || die "channeld sent $sent of $n at $delay ms, see $work/channeld-$delay.log"
@@ -73,15 +94,33 @@ for delay in $DELAYS; do
   ch_wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
   ch_rate=$(awk -v n="$n" -v s="$span" 'BEGIN { printf "%.0f", n / s }')
 
+  m0=$(machine_busy); k0=$(proc_cpu "$sink_pid")
   t0=$(date +%s.%N)
-  /usr/sbin/smtp-source -s "$PARALLEL" -m "$n" -l "$size" -d "127.0.0.1:$port"
+  timed /usr/sbin/smtp-source -s "$PARALLEL" -m "$n" -l "$size" -d "127.0.0.1:$port"
   t1=$(date +%s.%N)
+  src_cpu=("$(($(machine_busy) - m0))" "$cpu_run" "$(($(proc_cpu "$sink_pid") - k0))")
   src_rate=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
 
   bare_rate="-"
   if [ "$delay" = 0 ]; then
-    line=$("$bare" --url "smtp://127.0.0.1:$port" --messages "$n" --parallel "$PARALLEL" --message "$eml")
+    m0=$(machine_busy); k0=$(proc_cpu "$sink_pid")
+    timed bash -c '"$0" --url "$1" --messages "$2" --parallel "$3" --message "$4" >"$5"' "$bare" \
+      "smtp://127.0.0.1:$port" "$n" "$PARALLEL" "$eml" "$work/bare.out"
+    bare_cpu=("$(($(machine_busy) - m0))" "$cpu_run" "$(($(proc_cpu "$sink_pid") - k0))")
+    line=$(cat "$work/bare.out")
     bare_rate=$(sed -n 's/.*msgs_per_s=\([0-9.]*\).*/\1/p' <<<"$line" | awk '{ printf "%.0f", $1 }')
+    for sender in channeld smtp-source bare; do
+      case $sender in
+        channeld) c=("${ch_cpu[@]}"); name="channeld (whole run)" ;;
+        smtp-source) c=("${src_cpu[@]}"); name="smtp-source -s $PARALLEL -d" ;;
+        bare) c=("${bare_cpu[@]}"); name="bare libcurl" ;;
+      esac
+      total=$(per_msg "${c[0]}" "$n"); sink=$(per_msg "${c[2]}" "$n")
+      own=$(per_msg "${c[1]}" "$n")
+      rest=$(per_msg "$((c[0] - c[1] - c[2]))" "$n")
+      cpu_rows+=("$(printf '| %s | %s µs | %s µs | %s µs | %s µs | %s msg/s |' "$name" "$total" \
+        "$own" "$sink" "$rest" "$(awk -v t="$total" -v c="$(nproc)" 'BEGIN { printf "%.0f", c * 1e6 / t }')")")
+    done
   fi
   stop_sink
   open="-"; [ -f "$work/sink-$delay.stats" ] && open=$(awk '{ print $4 }' "$work/sink-$delay.stats")
@@ -98,3 +137,10 @@ echo "PostgreSQL: fsync=$(psql_q 'SHOW fsync'), synchronous_commit=$(psql_q 'SHO
 echo "| delay   | N      | message | channeld msg/s (sending span) | channeld wall | smtp-source -d msg/s | bare libcurl msg/s | vs smtp-source | vs bare | max open at sink | WAL/msg | commits/msg |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${rows[@]}"
+if [ "${#cpu_rows[@]}" -gt 0 ]; then
+  echo
+  echo "CPU per message at 0 ms, the whole machine ($(nproc) cores; the bound is cores / CPU per message)"
+  echo "| sender | machine CPU per message | the sender's own | the sink's | the rest (PostgreSQL, kernel threads) | bound |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  printf '%s\n' "${cpu_rows[@]}"
+fi
