@@ -23,6 +23,15 @@ constexpr std::size_t kQpLine = 75;
 
 constexpr std::string_view kHex = "0123456789ABCDEF";
 
+// Bytes quoted-printable may carry as themselves: printable ASCII but '=', and space and tab
+// (which must not end a line: append_quoted_printable checks that apart).
+constexpr std::array<bool, 256> kQpLiteral = [] {
+  std::array<bool, 256> literal{};
+  for (int c = 0x21; c <= 0x7e; ++c) literal[c] = c != '=';
+  literal[' '] = literal['\t'] = true;
+  return literal;
+}();
+
 bool is_atext(unsigned char c) {
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
   return std::string_view("!#$%&'*+-/=?^_`{|}~").find(static_cast<char>(c)) !=
@@ -198,9 +207,9 @@ void append_quoted_printable(std::string& out, std::string_view text) {
     // (transports strip trailing whitespace). A '.' opening a line is encoded so that no
     // relay ever mistakes it for the SMTP end-of-data marker.
     auto safe = [&line](std::size_t i) {
-      auto c = static_cast<unsigned char>(line[i]);
-      return (c >= 0x21 && c <= 0x7e && c != '=') ||
-             ((c == ' ' || c == '\t') && i + 1 < line.size());
+      const char c = line[i];
+      return kQpLiteral[static_cast<unsigned char>(c)] &&
+             ((c != ' ' && c != '\t') || i + 1 < line.size());
     };
     std::size_t used = 0;
     std::size_t i = 0;
@@ -220,10 +229,14 @@ void append_quoted_printable(std::string& out, std::string_view text) {
         ++i;
         continue;
       }
-      // Copy the whole run of safe bytes that fits on this output line at once.
+      // Copy the whole run of safe bytes that fits on this output line at once: a table
+      // lookup per byte (every message's HTML and text pass through here), then a space or
+      // tab that ends the line is left out of the run, to be encoded.
       std::size_t end = i + 1;
-      std::size_t limit = std::min(line.size(), i + (kQpLine - used));
-      while (end < limit && safe(end)) ++end;
+      const std::size_t limit = std::min(line.size(), i + (kQpLine - used));
+      while (end < limit && kQpLiteral[static_cast<unsigned char>(line[end])]) ++end;
+      if (end == line.size() && end - 1 > i && (line[end - 1] == ' ' || line[end - 1] == '\t'))
+        --end;
       out.append(line.substr(i, end - i));
       used += end - i;
       i = end;
@@ -238,35 +251,54 @@ std::string base64(std::string_view bytes, bool url) {
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   constexpr std::string_view kUrl =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string_view alphabet = url ? kUrl : kStd;
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
+  const std::string_view alphabet = url ? kUrl : kStd;
+  // Written through a pointer into a string sized up front: every link token of every message
+  // is two of these, and appending a character at a time cost twice as much.
+  std::string out((bytes.size() + 2) / 3 * 4, '\0');
+  char* o = out.data();
+  const auto byte = [&bytes](std::size_t at) {
+    return static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[at]));
+  };
   std::size_t i = 0;
   for (; i + 3 <= bytes.size(); i += 3) {
-    auto n = static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << 16 |
-             static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8 |
-             static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 2]));
-    out += alphabet[n >> 18 & 63];
-    out += alphabet[n >> 12 & 63];
-    out += alphabet[n >> 6 & 63];
-    out += alphabet[n & 63];
+    const std::uint32_t n = byte(i) << 16 | byte(i + 1) << 8 | byte(i + 2);
+    *o++ = alphabet[n >> 18 & 63];
+    *o++ = alphabet[n >> 12 & 63];
+    *o++ = alphabet[n >> 6 & 63];
+    *o++ = alphabet[n & 63];
   }
-  std::size_t rest = bytes.size() - i;
+  const std::size_t rest = bytes.size() - i;
   if (rest > 0) {
-    std::uint32_t n = static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << 16;
-    if (rest == 2) n |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8;
-    out += alphabet[n >> 18 & 63];
-    out += alphabet[n >> 12 & 63];
-    if (rest == 2) out += alphabet[n >> 6 & 63];
-    if (!url) out.append(rest == 2 ? "=" : "==");
+    std::uint32_t n = byte(i) << 16;
+    if (rest == 2) n |= byte(i + 1) << 8;
+    *o++ = alphabet[n >> 18 & 63];
+    *o++ = alphabet[n >> 12 & 63];
+    if (rest == 2) *o++ = alphabet[n >> 6 & 63];
+    if (!url) {
+      *o++ = '=';
+      if (rest == 1) *o++ = '=';
+    }
   }
+  out.resize(static_cast<std::size_t>(o - out.data()));
   return out;
 }
 
 std::string sha256_hex(std::string_view data) {
+  // EVP_Digest(..., EVP_sha256()) fetches the algorithm and makes a context on every call,
+  // about half of its cost for inputs this short; it runs for every link of every message
+  // (link digests), so the algorithm is fetched once and each thread keeps a context.
+  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  struct Context {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    ~Context() { EVP_MD_CTX_free(ctx); }
+  };
+  thread_local Context context;
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md.data(), &len, EVP_sha256(), nullptr) != 1) {
+  if (sha256 == nullptr || context.ctx == nullptr ||
+      EVP_DigestInit_ex2(context.ctx, sha256, nullptr) != 1 ||
+      EVP_DigestUpdate(context.ctx, data.data(), data.size()) != 1 ||
+      EVP_DigestFinal_ex(context.ctx, md.data(), &len) != 1) {
     throw std::runtime_error("SHA-256 failed");
   }
   std::string out;

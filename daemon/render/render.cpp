@@ -172,6 +172,32 @@ mus::data message_data(const Contact& contact, const std::string& unsubscribe,
   return message;
 }
 
+}  // namespace
+
+std::string html_escape(const std::string& text) {
+  static constexpr std::string_view kSpecial = "&<>\"'";
+  std::size_t next = text.find_first_of(kSpecial);
+  if (next == std::string::npos) return text;
+  std::string out;
+  out.reserve(text.size() + 32);
+  std::size_t from = 0;
+  for (; next != std::string::npos; next = text.find_first_of(kSpecial, from)) {
+    out.append(text, from, next - from);
+    switch (text[next]) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += "&apos;"; break;
+    }
+    from = next + 1;
+  }
+  out.append(text, from, std::string::npos);
+  return out;
+}
+
+namespace {
+
 std::string json_escape(const std::string& s) {
   std::string out;
   out.reserve(s.size());
@@ -252,6 +278,7 @@ struct Part {
     if (!tmpl.is_valid()) throw InputError(label, tmpl.error_message());
     if (escape == Escape::none) tmpl.set_custom_escape([](const std::string& s) { return s; });
     if (escape == Escape::json) tmpl.set_custom_escape(json_escape);
+    if (escape == Escape::html) tmpl.set_custom_escape(html_escape);
   }
 
   std::string label;  // "step 'announce' html"
@@ -540,9 +567,19 @@ std::string render_part(const Part& part, const mus::data& scope, const mus::dat
     throw InputError(part.label, "missing variables: " + list);
   }
   Layers stack(scope, message);
-  std::string out = part.tmpl.render(stack);
+  // kainjow's render(context) builds an ostringstream (a locale and its facets) for every call
+  // and copies the result out of it; its stream overload takes anything with <<, so the pieces
+  // go straight into the string.
+  struct Appender {
+    std::string out;
+    Appender& operator<<(const std::string& piece) {
+      out += piece;
+      return *this;
+    }
+  } appender;
+  part.tmpl.render(stack, appender);
   if (!part.tmpl.is_valid()) throw InputError(part.label, part.tmpl.error_message());
-  return out;
+  return std::move(appender.out);
 }
 
 struct Links {

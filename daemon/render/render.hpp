@@ -177,6 +177,11 @@ std::optional<ClickTarget> verify_click_token(const std::string& secret, const s
 // A short digest (12 hex digits) of a link: enough to tell one link of a kit from another.
 std::string link_digest(const std::string& url);
 
+// What {{variable}} writes into HTML: kainjow's own html_escape byte for byte (& < > " ' as
+// entities), without its one append per character; every variable of every message goes
+// through it.
+std::string html_escape(const std::string& text);
+
 // Why a rendered email would look like spam to filters, each a sentence naming the reason;
 // empty when nothing stands out. Checks: little text beside images (SpamAssassin's
 // HTML_IMAGE_ONLY rules), images without alt, an empty text part, links over plain http, URL

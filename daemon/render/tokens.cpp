@@ -6,6 +6,8 @@
 
 #include <array>
 #include <stdexcept>
+#include <string>
+#include <unordered_map>
 
 #include "render/mime.hpp"
 #include "render/render.hpp"
@@ -177,7 +179,13 @@ std::optional<std::string> verify_open_token(const std::string& secret, const st
 }
 
 std::string link_digest(const std::string& url) {
-  return mime::sha256_hex(url).substr(0, 12);
+  // Every message of a kit digests the same few URLs, one per link: each thread remembers the
+  // digests it made last (bounded: forgotten all at once when full).
+  constexpr std::size_t kRemembered = 1024;
+  thread_local std::unordered_map<std::string, std::string> digests;
+  if (const auto found = digests.find(url); found != digests.end()) return found->second;
+  if (digests.size() >= kRemembered) digests.clear();
+  return digests.emplace(url, mime::sha256_hex(url).substr(0, 12)).first->second;
 }
 
 std::string click_token(const std::string& secret, const std::string& idempotency_key, int index,

@@ -2,9 +2,12 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <kainjow/mustache.hpp>
 
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
+#include <thread>
 
 #include "render/mime.hpp"
 #include "support/support.hpp"
@@ -493,6 +496,91 @@ TEST_F(RenderTest, KeepsQuotedPrintableLinesWithin76Characters) {
   std::string html = part_body(email.mime, "text/html");
   EXPECT_THAT(html,
               HasSubstr("<p>" + long_line + "</p>\r\n.leading dot\r\ntrailing space \r\nend"));
+}
+
+// Any text at all, encoded: every line within 76 characters, printable ASCII, never ending in
+// a space or tab, never opening with '.', and decoding to the text with its line ends as CRLF.
+TEST(Mime, QuotedPrintableKeepsItsRulesForAnyTextAndDecodesBackToIt) {
+  std::mt19937 random(20261130);  // fixed: a failure reproduces
+  // Weighted towards the bytes the rules are about.
+  const std::string bytes = std::string("  \t\t..==\n\n\raZ~\x7f\xc3\xa9", 17) + '\0';
+  for (int round = 0; round < 2000; ++round) {
+    std::string text;
+    const std::size_t length = random() % 300;
+    for (std::size_t i = 0; i < length; ++i) {
+      text += random() % 4 == 0 ? bytes[random() % bytes.size()]
+                                : static_cast<char>('a' + random() % 26);
+    }
+    std::string encoded;
+    render::mime::append_quoted_printable(encoded, text);
+
+    std::string expected;  // lines split at LF, a CR ending one dropped, each ended by CRLF
+    for (std::size_t pos = 0; pos < text.size();) {
+      const std::size_t lf = text.find('\n', pos);
+      std::string line = text.substr(pos, lf == std::string::npos ? lf : lf - pos);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      expected += line + "\r\n";
+      pos = lf == std::string::npos ? text.size() : lf + 1;
+    }
+    ASSERT_EQ(qp_decode(encoded), expected) << "text: " << ::testing::PrintToString(text);
+    for (std::size_t pos = 0; pos < encoded.size();) {
+      const std::size_t end = encoded.find("\r\n", pos);
+      ASSERT_NE(end, std::string::npos) << "every line ends with CRLF";
+      const std::string line = encoded.substr(pos, end - pos);
+      EXPECT_LE(line.size() + 2, 78u) << line;  // 76 characters and the CRLF
+      EXPECT_FALSE(line.starts_with(".")) << line;
+      if (!line.empty()) {
+        EXPECT_TRUE(line.back() != ' ' && line.back() != '\t') << line;
+      }
+      for (const char c : line) {
+        EXPECT_TRUE((c >= 0x20 && c <= 0x7e) || c == '\t') << static_cast<int>(c) << " in " << line;
+      }
+      pos = end + 2;
+    }
+  }
+}
+
+// Messages already sent were escaped by kainjow's html_escape: ours must write the same bytes.
+TEST(Mime, HtmlEscapeWritesWhatKainjowsWrites) {
+  std::mt19937 random(1130);
+  const std::string bytes = "&<>\"'/`=ab \xc3\xa9;#";
+  for (int round = 0; round < 2000; ++round) {
+    std::string text;
+    const std::size_t length = random() % 40;
+    for (std::size_t i = 0; i < length; ++i) text += bytes[random() % bytes.size()];
+    ASSERT_EQ(render::html_escape(text), kainjow::mustache::html_escape(text)) << text;
+  }
+}
+
+TEST(Mime, Base64MatchesRfc4648InBothAlphabets) {
+  const std::pair<std::string, std::string> vectors[] = {
+      {"", ""},         {"f", "Zg=="},        {"fo", "Zm8="},         {"foo", "Zm9v"},
+      {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
+  for (const auto& [bytes, text] : vectors) {
+    EXPECT_EQ(render::mime::base64(bytes, false), text);
+    std::string unpadded = text.substr(0, text.find('='));
+    EXPECT_EQ(render::mime::base64(bytes, true), unpadded);
+  }
+  EXPECT_EQ(render::mime::base64("\xfb\xff", false), "+/8=");
+  EXPECT_EQ(render::mime::base64("\xfb\xff", true), "-_8");
+}
+
+// The digests behind Message-IDs and link tokens: the standard SHA-256 (FIPS 180-2's "abc"),
+// the same on every call, and link digests its first 12 hex digits however many URLs a thread
+// has digested before (the cache forgets them past a bound).
+TEST(Mime, Sha256AndLinkDigestsAreTheStandardDigest) {
+  const std::string abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+  EXPECT_EQ(render::mime::sha256_hex("abc"), abc);
+  EXPECT_EQ(render::mime::sha256_hex(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(render::mime::sha256_hex("abc"), abc);
+  for (int i = 0; i < 3000; ++i) {
+    const std::string url = "https://vendor.example/p/" + std::to_string(i % 1500);
+    ASSERT_EQ(render::link_digest(url), render::mime::sha256_hex(url).substr(0, 12)) << url;
+  }
+  std::string other_thread;
+  std::thread([&] { other_thread = render::mime::sha256_hex("abc"); }).join();
+  EXPECT_EQ(other_thread, abc);
 }
 
 // ---- tokens ---------------------------------------------------------------------------------
