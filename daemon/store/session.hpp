@@ -97,6 +97,7 @@ ConnectString connect_string(const std::string& url);
 inline constexpr std::pair<const char*, const char*> kConnectionDefaults[] = {
     {"connect_timeout", "10"}, {"keepalives_idle", "15"},       {"keepalives_interval", "5"},
     {"keepalives_count", "3"}, {"tcp_user_timeout", "20000"}};
+
 // `message` with every occurrence of `secret` replaced by "***".
 std::string redact(std::string message, const std::string& secret);
 
