@@ -1,7 +1,11 @@
 #include "render/render.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -28,6 +32,13 @@ struct Scope {
   const Partner* partner = nullptr;
   mus::data data;          // {partner: {...}, kit: {...}, vendor: {...}}
   std::string public_url;  // config.http.public_url without a trailing '/'
+
+  // The variables each template part lacks with this scope, by the part's serial and the
+  // contact's extra columns. The check finds keys and never reads a value, so every contact of
+  // a list gets the answer its first message got: it is worked out once per part and header,
+  // not for every message (it was an eighth of a render).
+  mutable std::mutex missing_mutex;
+  mutable std::map<std::pair<std::uint64_t, std::string>, std::vector<std::string>> missing;
 };
 
 namespace {
@@ -272,9 +283,19 @@ class Layers final : public mus::basic_context<std::string> {
 
 enum class Escape { html, none, json };
 
+// A number no other part ever had in this process: Scope::missing keys by it, where an address
+// could be a freed part's.
+std::uint64_t next_part_serial() {
+  static std::atomic<std::uint64_t> last{0};
+  return ++last;
+}
+
 struct Part {
   Part(std::string part_label, source::Assembled assembled, Escape escape)
-      : label(std::move(part_label)), source(std::move(assembled)), tmpl(source.text) {
+      : label(std::move(part_label)),
+        source(std::move(assembled)),
+        tmpl(source.text),
+        serial(next_part_serial()) {
     if (!tmpl.is_valid()) throw InputError(label, tmpl.error_message());
     if (escape == Escape::none) tmpl.set_custom_escape([](const std::string& s) { return s; });
     if (escape == Escape::json) tmpl.set_custom_escape(json_escape);
@@ -287,6 +308,7 @@ struct Part {
   // lambdas. Partials are inlined at compile time and the data holds no lambdas, so rendering
   // only reads the parsed tree and may run on many threads at once.
   mutable mus::mustache tmpl;
+  std::uint64_t serial;
 };
 
 struct CompiledStep {
@@ -558,15 +580,28 @@ const CompiledKit& compiled(const KitTemplates& templates) {
   return dynamic_cast<const CompiledKit&>(templates);
 }
 
-std::string render_part(const Part& part, const mus::data& scope, const mus::data& message) {
+// `message` is message_data(contact, ...): its keys are fixed but for the contact's extra columns.
+std::string render_part(const Part& part, const Scope& scope, const mus::data& message,
+                        const Contact& contact) {
+  std::string columns;
+  for (const auto& [column, text] : contact.extra) columns.append(column).push_back('\n');
   std::vector<std::string> missing;
-  find_missing(part, scope, message, missing);
+  {
+    std::lock_guard lock(scope.missing_mutex);
+    const auto key = std::make_pair(part.serial, std::move(columns));
+    auto known = scope.missing.find(key);
+    if (known == scope.missing.end()) {
+      find_missing(part, scope.data, message, missing);
+      known = scope.missing.emplace(key, missing).first;
+    }
+    missing = known->second;
+  }
   if (!missing.empty()) {
     std::string list;
     for (const auto& m : missing) list += (list.empty() ? "" : "; ") + m;
     throw InputError(part.label, "missing variables: " + list);
   }
-  Layers stack(scope, message);
+  Layers stack(scope.data, message);
   // kainjow's render(context) builds an ostringstream (a locale and its facets) for every call
   // and copies the result out of it; its stream overload takes anything with <<, so the pieces
   // go straight into the string.
@@ -707,7 +742,7 @@ std::vector<std::string> email_links(const KitTemplates& templates, const Step& 
   const Scope& scope = scope_of(ctx, built);
   auto [unsubscribe, view_online] = links_for(scope, ctx, contact, idempotency_key);
   const mus::data message = message_data(contact, unsubscribe, view_online);
-  std::string html = render_part(*compiled_step.html, scope.data, message);
+  std::string html = render_part(*compiled_step.html, scope, message, contact);
   return track(html, scope.public_url, ctx.link_secret, idempotency_key, false);
 }
 
@@ -723,10 +758,10 @@ RenderedEmail render_email(const KitTemplates& templates, const Step& step, cons
   mus::data message = message_data(contact, unsubscribe, view_online);
 
   RenderedEmail email;
-  email.subject = trim_spaces(render_part(*compiled_step.subject, scope.data, message));
-  email.html = render_part(*compiled_step.html, scope.data, message);
+  email.subject = trim_spaces(render_part(*compiled_step.subject, scope, message, contact));
+  email.html = render_part(*compiled_step.html, scope, message, contact);
   email.links = track(email.html, scope.public_url, ctx.link_secret, idempotency_key);
-  email.text = render_part(*compiled_step.text, scope.data, message);
+  email.text = render_part(*compiled_step.text, scope, message, contact);
   if (email.html.size() + email.text.size() > config.limits.message_bytes) {
     throw InputError(compiled_step.html->label,
                      "the rendered message is " +
@@ -867,13 +902,14 @@ RenderedEmail render_proof(const KitTemplates& templates, const Step& step, cons
       scope.public_url + "/p/" + proof_token(ctx.link_secret, ctx.kit->id, partner.id);
 
   RenderedEmail email;
-  const std::string subject = trim_spaces(render_part(*compiled_step.subject, scope.data, message));
+  const std::string subject =
+      trim_spaces(render_part(*compiled_step.subject, scope, message, sample));
   if (subject.empty()) throw InputError(compiled_step.subject->label, "subject is empty");
   email.subject = "[Proof] " + subject;
   const Banner banner = proof_banner(*ctx.kit, partner, step, notice, opt_out);
-  email.html = render_part(*compiled_step.html, scope.data, message);
+  email.html = render_part(*compiled_step.html, scope, message, sample);
   insert_after_body_open(email.html, banner.html);
-  email.text = banner.text + render_part(*compiled_step.text, scope.data, message);
+  email.text = banner.text + render_part(*compiled_step.text, scope, message, sample);
   if (email.html.size() + email.text.size() > config.limits.message_bytes) {
     throw InputError(compiled_step.html->label,
                      "the rendered proof is over limits.message_bytes (" +
@@ -939,7 +975,7 @@ std::string render_payload(const KitTemplates& templates, const Step& step, cons
   const Scope& scope = scope_of(ctx, built);
   auto [unsubscribe, view_online] = links_for(scope, ctx, contact, idempotency_key);
   mus::data message = message_data(contact, unsubscribe, view_online);
-  std::string payload = render_part(*compiled_step.payload, scope.data, message);
+  std::string payload = render_part(*compiled_step.payload, scope, message, contact);
   try {
     auto parsed = nlohmann::json::parse(payload);
     static_cast<void>(parsed);

@@ -355,6 +355,31 @@ TEST_F(RenderTest, RenderingRefusesAMissingVariableInsteadOfPrintingNothing) {
   }
 }
 
+// The check runs once per template part and contacts-file header, not per message: one
+// context renders contacts from two headers, and only the one without the column is refused,
+// every time.
+TEST_F(RenderTest, AMissingColumnIsRefusedForEveryContactWithoutItAndOnlyForThem) {
+  write("announce.html.mustache", "<p>{{contact.first_name}} in {{contact.region}}</p>");
+  auto templates = compile();
+  const auto ctx = render::make_context(config_, kit_, partner_, kSecret);
+  Contact with_region = contact_;
+  with_region.extra["region"] = "EMEA";
+  Contact without = contact_;
+  without.extra.clear();
+  without.email = "lee@example.com";
+  for (int round = 0; round < 2; ++round) {
+    const auto email =
+        render::render_email(*templates, kit_.steps.front(), ctx, with_region, "k1", kDate);
+    EXPECT_THAT(email.html, HasSubstr("in EMEA"));
+    try {
+      render::render_email(*templates, kit_.steps.front(), ctx, without, "k2", kDate);
+      ADD_FAILURE() << "round " << round << ": rendered a missing column as empty";
+    } catch (const InputError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("{{contact.region}}"));
+    }
+  }
+}
+
 TEST_F(RenderTest, SeesTheKeysOfThePartnerFile) {
   partner_.template_fields["branding.tagline"] = "Your IT, handled";
   partner_.template_fields["webhook.secret_file"] = "/etc/channeld/acme.secret";
