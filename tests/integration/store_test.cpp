@@ -4,7 +4,6 @@
 // check what is really in the table.
 #include "store/store.hpp"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
@@ -12,7 +11,6 @@
 #include <soci/postgresql/soci-postgresql.h>
 #include <soci/soci.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -178,16 +176,8 @@ TEST(ConnectString, AddsBoundsOnADeadDatabaseUnlessTheUrlSetsThem) {
 // libpq through SOCI's re-reading of the connect string is what is checked; the default's
 // value is the same path.
 TEST(ConnectString, ASilentServerFailsTheConnectAtItsTimeout) {
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(listener, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(::listen(listener, 8), 0);  // the kernel completes handshakes; nobody answers
-  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  const std::string url = "host=127.0.0.1 port=" + std::to_string(ntohs(address.sin_port)) +
+  const testing::SilentListener silent;
+  const std::string url = "host=127.0.0.1 port=" + std::to_string(silent.port()) +
                           " dbname=channeld user=channeld connect_timeout=1";
   try {
     Store store(url, 1);
@@ -195,7 +185,6 @@ TEST(ConnectString, ASilentServerFailsTheConnectAtItsTimeout) {
   } catch (const StoreError& e) {
     EXPECT_NE(std::string(e.what()).find("timeout expired"), std::string::npos) << e.what();
   }
-  ::close(listener);
 }
 
 // The daemon's own connections carry the keepalive and unacknowledged-data bounds, as the

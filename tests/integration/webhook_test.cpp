@@ -4,10 +4,6 @@
 // same requests again. The SSRF tests point the connector at internal addresses with an empty
 // allow-list and assert that nothing is connected to.
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <filesystem>
@@ -261,39 +257,19 @@ TEST(WebhookConnector, SpeaksOnlyHttpAndHttps) {
 
 // ---- timeouts and cancellation -------------------------------------------------------------
 
-// A socket that listens and never answers: connections complete in the kernel's backlog.
-class SilentListener {
- public:
-  SilentListener() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof a;
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), length) != 0 || ::listen(fd_, 16) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &length) != 0) {
-      ADD_FAILURE() << "cannot listen on 127.0.0.1";
-    }
-    port_ = ntohs(a.sin_port);
-  }
-  ~SilentListener() { ::close(fd_); }
-  SilentListener(const SilentListener&) = delete;
-  SilentListener& operator=(const SilentListener&) = delete;
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/hook"; }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-};
+// An endpoint on a port that listens and never answers.
+std::string silent_url(const testing::SilentListener& silent) {
+  return "http://127.0.0.1:" + std::to_string(silent.port()) + "/hook";
+}
 
 TEST(WebhookConnector, AnEndpointThatNeverAnswersTimesOutAndIsRetried) {
-  SilentListener silent;
+  testing::SilentListener silent;
   boost::asio::io_context io;
   WebhookSettings settings = loopback_allowed();
   settings.timeout = 1s;
   auto connector = make_webhook_connector(io, settings);
   auto started = std::chrono::steady_clock::now();
-  WebhookResult result = run_one(io, *connector, request(1, silent.url()));
+  WebhookResult result = run_one(io, *connector, request(1, silent_url(silent)));
   EXPECT_EQ(result.verdict, WebhookVerdict::retry);
   EXPECT_EQ(result.status, 0);
   EXPECT_NE(result.detail.find("imed out"), std::string::npos) << result.detail;
@@ -301,14 +277,14 @@ TEST(WebhookConnector, AnEndpointThatNeverAnswersTimesOutAndIsRetried) {
 }
 
 TEST(WebhookConnector, CancelAllReportsEveryRequestStillWaiting) {
-  SilentListener silent;
+  testing::SilentListener silent;
   boost::asio::io_context io;
   WebhookSettings settings = loopback_allowed();
   settings.max_connections = 2;  // two running, three waiting
   auto connector = make_webhook_connector(io, settings);
   std::map<std::int64_t, WebhookResult> results;
   for (std::int64_t id = 1; id <= 5; ++id) {
-    connector->send(request(id, silent.url()),
+    connector->send(request(id, silent_url(silent)),
                     [&results](WebhookResult r) { results[r.id] = std::move(r); });
   }
   EXPECT_EQ(connector->in_flight(), 5u);

@@ -53,6 +53,21 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// A 127.0.0.1 port that listens and never answers: connections complete in the kernel's
+// backlog and then hear nothing (a hung server, a half-dead proxy). Closed on destruction.
+class SilentListener {
+ public:
+  SilentListener();
+  ~SilentListener();
+  SilentListener(const SilentListener&) = delete;
+  SilentListener& operator=(const SilentListener&) = delete;
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
 void write_file(const std::filesystem::path& path, const std::string& content);
 std::string read_file(const std::filesystem::path& path);
 
