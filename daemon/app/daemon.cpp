@@ -825,6 +825,10 @@ class Daemon {
     auto next_scan = snapshot->config.delivery.scan_interval;
     try {
       auto result = planner_.run(*snapshot, system_now());
+      if (store_.refresh_outbox_statistics(result.enqueued)) {
+        spdlog::debug("outbox statistics refreshed after {} messages were queued",
+                      result.enqueued);
+      }
       const auto proofs = proof_planner_.run(*snapshot, system_now());
       if (result.enqueued > 0 || proofs.enqueued > 0) dispatcher_->poke();
       if (proofs.next_due && (!result.next_due || *proofs.next_due < *result.next_due))

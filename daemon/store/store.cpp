@@ -507,6 +507,16 @@ std::size_t Store::enqueue(const std::vector<NewMessage>& batch) {
   });
 }
 
+bool Store::refresh_outbox_statistics(std::size_t inserted) {
+  if (inserted < kStatisticsRefreshRows) return false;
+  return impl_->run("refreshing the outbox statistics", [](soci::session& sql) {
+    // Samples a bounded number of rows (300 times default_statistics_target) whatever the
+    // table's size, so a big outbox costs about what a small one does.
+    sql << "ANALYZE outbox";
+    return true;
+  });
+}
+
 std::vector<ClaimedMessage> Store::claim(const std::string& owner, std::size_t limit, SysTime now,
                                          std::chrono::seconds lease) {
   if (limit == 0) return {};

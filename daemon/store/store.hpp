@@ -157,6 +157,14 @@ class Store {
   // ---- outbox ----
   // Inserts in one statement; rows whose idempotency key exists are skipped. Returns inserted.
   std::size_t enqueue(const std::vector<NewMessage>& batch);
+  // After a planning pass queued `inserted` messages: at kStatisticsRefreshRows or more,
+  // ANALYZE outbox now rather than when autovacuum next looks (up to a minute later, or never
+  // when the new rows are under a tenth of a big table). Until then PostgreSQL plans the
+  // claim from statistics that predate the new rows: believing the due set small, it reads
+  // every due row into a bitmap and sorts them all on each claim, instead of reading the due
+  // index in order and stopping after a batch. Returns whether it analysed.
+  static constexpr std::size_t kStatisticsRefreshRows = 1000;
+  bool refresh_outbox_statistics(std::size_t inserted);
   // Leases up to `limit` due rows (queued and due, or leased with an expired lease) to `owner`
   // for `lease`, with FOR UPDATE SKIP LOCKED so concurrent daemons never get the same row.
   // Expired leases come first, then queued rows by due_at. `owner` must be unique per running

@@ -299,6 +299,29 @@ TEST_F(StoreTest, EnqueueInsertsTenThousandMessagesInOneBatch) {
   EXPECT_EQ(store().counts_by_state()["queued"], 10'000);
 }
 
+// A planning pass that queued many messages leaves statistics that make the claim read the due
+// index in order and stop after a batch, instead of sorting every due row on each claim.
+TEST_F(StoreTest, ALargeExpansionRefreshesTheStatisticsTheClaimIsPlannedFrom) {
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < 5'000; ++i) batch.push_back(message("c" + std::to_string(i) + "@x.example"));
+  ASSERT_EQ(store().enqueue(batch), 5'000u);
+  EXPECT_FALSE(store().refresh_outbox_statistics(Store::kStatisticsRefreshRows - 1));
+  ASSERT_TRUE(store().refresh_outbox_statistics(5'000));
+
+  double estimate = 0;
+  db_ << "SELECT CAST(reltuples AS float8) FROM pg_class WHERE oid = CAST('outbox' AS regclass)",
+      soci::into(estimate);
+  EXPECT_GT(estimate, 4'000.0);
+  // The claim's own selection of due rows, planned as the claim is.
+  std::string plan;
+  soci::rowset<std::string> lines = db_.prepare
+      << "EXPLAIN SELECT id FROM outbox WHERE state = 'queued' AND due_at <= now()"
+         " ORDER BY due_at, id LIMIT 500 FOR UPDATE SKIP LOCKED";
+  for (const auto& l : lines) plan += l + "\n";
+  EXPECT_NE(plan.find("Index Scan using outbox_due"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("Sort"), std::string::npos) << plan;
+}
+
 // ---- claim ----
 
 TEST_F(StoreTest, ClaimTakesOnlyMessagesThatAreDue) {
