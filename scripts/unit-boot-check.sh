@@ -4,7 +4,8 @@
 # that records what the unit hands the service: proves the unit's sandbox (DynamicUser=,
 # PrivateUsers=, the system-call filter, ...) starts under a real systemd 252, and that the
 # database password reaches the dynamic user through LoadCredential= and PGPASSFILE, or the
-# comment-only fallback when /etc/channeld/pgpass is missing. The real binary is covered by
+# comment-only fallback when /etc/channeld/pgpass is missing; and that the SMTP password reaches
+# it through the drop-in docs/operations.md gives. The real binary is covered by
 # scripts/deb-check.sh (package contents, install, --version, check-config).
 # Needs root, systemd-container and the network (apt inside the container).
 #   scripts/unit-boot-check.sh      exit 0 when the unit started both ways
@@ -30,14 +31,20 @@ mkdir -p "$root/etc/channeld" "$root/etc/systemd/system/channeld.service.d"
 cat > "$root/usr/bin/channeld" <<'EOF'
 #!/bin/sh
 [ "$1" = check-config ] && exit 0
-{ echo "uid=$(id -u)"; echo "PGPASSFILE=$PGPASSFILE"; cat "$PGPASSFILE"; echo; } > /var/lib/channeld/seen 2>&1
+{ echo "uid=$(id -u)"; echo "PGPASSFILE=$PGPASSFILE"; cat "$PGPASSFILE"; echo
+  echo "smtp-password=$(cat "$CREDENTIALS_DIRECTORY/smtp-password")"; } > /var/lib/channeld/seen 2>&1
 exec sleep infinity
 EOF
 chmod 0755 "$root/usr/bin/channeld"
 # The stand-in neither sends READY=1 nor pings the watchdog.
 printf '[Service]\nType=exec\nWatchdogSec=0\n' > "$root/etc/systemd/system/channeld.service.d/stand-in.conf"
+# The drop-in docs/operations.md (Secrets) tells operators to add for smtp.password_file.
+printf '[Service]\nLoadCredential=smtp-password:/etc/channeld/smtp-password\n' \
+  > "$root/etc/systemd/system/channeld.service.d/smtp-password.conf"
 install -m 0600 /dev/null "$root/etc/channeld/pgpass"
 echo 'localhost:5432:channeld:channeld:pw-from-credential' > "$root/etc/channeld/pgpass"
+install -m 0600 /dev/null "$root/etc/channeld/smtp-password"
+echo 'smtp-pw-from-credential' > "$root/etc/channeld/smtp-password"
 cat > "$root/etc/systemd/system/unit-check.service" <<'EOF'
 [Unit]
 After=multi-user.target
@@ -61,6 +68,8 @@ grep -q '^PGPASSFILE=/run/credentials/channeld.service/pgpass$' <<<"$result" ||
 grep -q '^localhost:5432:channeld:channeld:pw-from-credential$' <<<"$result" ||
   fail "the dynamic user could not read /etc/channeld/pgpass through the credential"
 grep -q '^# no password file$' <<<"$result" || fail "no fallback credential without the file"
+[ "$(grep -c '^smtp-password=smtp-pw-from-credential$' <<<"$result")" = 2 ] ||
+  fail "the dynamic user could not read /etc/channeld/smtp-password through the credential"
 grep -q '^uid=[1-9][0-9]*$' <<<"$result" || fail "no uid recorded"
 ! grep -q '^uid=0$' <<<"$result" || fail "the service ran as root"
 echo "unit-boot-check: channeld.service starts under systemd 252 with its credential and without"

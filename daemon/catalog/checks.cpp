@@ -163,6 +163,17 @@ std::string resolve_path(const std::string& base_dir, const std::string& path) {
   return p.lexically_normal().string();
 }
 
+std::string resolve_secret_path(const std::string& base_dir, const std::string& path,
+                                const char* credentials_dir) {
+  if (credentials_dir != nullptr && *credentials_dir != '\0' && !path.empty() &&
+      path.find('/') == std::string::npos && path != "." && path != "..") {
+    const std::filesystem::path credential = std::filesystem::path(credentials_dir) / path;
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(credential, ec)) return credential.lexically_normal().string();
+  }
+  return resolve_path(base_dir, path);
+}
+
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
   if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1) {
     throw std::runtime_error("OpenSSL: cannot initialise SHA-256");

@@ -39,6 +39,14 @@ std::string contained_path(const std::string& path, const std::string& folder,
 // `path` made absolute against `base_dir` unless it already is; "" stays "" (meaning unset).
 std::string resolve_path(const std::string& base_dir, const std::string& path);
 
+// Where a secret file named in the config is read from. A bare file name ("smtp-password", no
+// slash) is first looked for among the service's systemd credentials, `credentials_dir` being
+// $CREDENTIALS_DIRECTORY (set by LoadCredential=): systemd copies a root-owned 0600 file there
+// readable by the service alone, which a DynamicUser= service could not read in place.
+// Otherwise, and outside systemd (check-config run by hand), resolve_path.
+std::string resolve_secret_path(const std::string& base_dir, const std::string& path,
+                                const char* credentials_dir);
+
 // Incremental SHA-256 over OpenSSL EVP, hex output.
 class Sha256 {
  public:

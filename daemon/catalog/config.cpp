@@ -5,6 +5,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <utility>
 
@@ -186,7 +187,8 @@ void read_http(TomlTable& root, const std::string& base, Config& config) {
   }
   // Links are built as public_url + "/u/<token>": a trailing slash would double up.
   while (h.public_url.back() == '/') h.public_url.pop_back();
-  h.link_secret_file = detail::resolve_path(base, t.string("link_secret_file").value_or(""));
+  h.link_secret_file = detail::resolve_secret_path(
+      base, t.string("link_secret_file").value_or(""), std::getenv("CREDENTIALS_DIRECTORY"));
   t.refuse_unknown_keys();
 }
 
@@ -247,7 +249,8 @@ void read_smtp(TomlTable& root, const std::string& base, Config& config) {
     s.url = *url;
   }
   s.username = t.string("username").value_or("");
-  s.password_file = detail::resolve_path(base, t.string("password_file").value_or(""));
+  s.password_file = detail::resolve_secret_path(base, t.string("password_file").value_or(""),
+                                                std::getenv("CREDENTIALS_DIRECTORY"));
   s.from_address = t.required_string("from_address");
   if (!detail::is_email(s.from_address)) {
     throw t.error("from_address", "'" + s.from_address + "' is not an email address");

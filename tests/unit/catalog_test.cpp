@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "catalog/catalog.hpp"
+#include "catalog/checks.hpp"
 #include "catalog/watcher.hpp"
 #include "support/support.hpp"
 
@@ -160,6 +161,38 @@ TEST(Config, LoadsTheShippedExampleWithEveryKey) {
       load_config((channeld::testing::source_dir() / "config/channeld.example.toml").string());
   EXPECT_FALSE(config.database_url.empty());
   EXPECT_EQ(config.mdf.allocation_minor.size(), 4u);
+}
+
+// Under systemd, LoadCredential= puts a root-owned 0600 secret where the DynamicUser service
+// alone can read it; a bare file name in the config finds it there, and anything else (or a
+// daemon outside systemd) resolves against the config's folder as before.
+TEST(Config, ASecretNamedByABareFileNameIsReadFromTheServicesCredentials) {
+  TempDir dir;
+  const auto credentials = dir / "credentials";
+  write_file(credentials / "smtp-password", "from-credential\n");
+  const std::string base = (dir / "etc").string();
+  const char* cred = credentials.c_str();
+  using channeld::catalog::detail::resolve_secret_path;
+
+  EXPECT_EQ(resolve_secret_path(base, "smtp-password", cred), (credentials / "smtp-password").string());
+  EXPECT_EQ(resolve_secret_path(base, "missing", cred), (dir / "etc/missing").string());
+  // A path with a folder in it is never a credential name.
+  EXPECT_EQ(resolve_secret_path(base, "./smtp-password", cred), (dir / "etc/smtp-password").string());
+  EXPECT_EQ(resolve_secret_path(base, "/srv/smtp-password", cred), "/srv/smtp-password");
+  EXPECT_EQ(resolve_secret_path(base, "smtp-password", nullptr), (dir / "etc/smtp-password").string());
+  EXPECT_EQ(resolve_secret_path(base, "smtp-password", ""), (dir / "etc/smtp-password").string());
+  EXPECT_EQ(resolve_secret_path(base, "", cred), "");
+
+  // load_config reads $CREDENTIALS_DIRECTORY for both of the config's secret files.
+  std::string config_text = kMinimalConfig;
+  config_text.replace(config_text.find("[smtp]\n"), 7, "[smtp]\npassword_file = \"smtp-password\"\n");
+  write_file(dir / "channeld.toml", config_text);
+  ASSERT_EQ(::setenv("CREDENTIALS_DIRECTORY", cred, 1), 0);
+  const Config config = load_config((dir / "channeld.toml").string());
+  ::unsetenv("CREDENTIALS_DIRECTORY");
+  EXPECT_EQ(config.smtp.password_file, (credentials / "smtp-password").string());
+  EXPECT_EQ(load_config((dir / "channeld.toml").string()).smtp.password_file,
+            (dir / "smtp-password").string());
 }
 
 TEST(Config, AppliesDefaultsAndKeepsAConninfoAsWritten) {
