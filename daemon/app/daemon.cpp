@@ -826,8 +826,7 @@ class Daemon {
     try {
       auto result = planner_.run(*snapshot, system_now());
       if (store_.refresh_outbox_statistics(result.enqueued)) {
-        spdlog::debug("outbox statistics refreshed after {} messages were queued",
-                      result.enqueued);
+        spdlog::debug("outbox statistics refreshed after {} messages were queued", result.enqueued);
       }
       const auto proofs = proof_planner_.run(*snapshot, system_now());
       if (result.enqueued > 0 || proofs.enqueued > 0) dispatcher_->poke();

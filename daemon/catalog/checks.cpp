@@ -169,7 +169,8 @@ std::string resolve_secret_path(const std::string& base_dir, const std::string& 
       path.find('/') == std::string::npos && path != "." && path != "..") {
     const std::filesystem::path credential = std::filesystem::path(credentials_dir) / path;
     std::error_code ec;
-    if (std::filesystem::is_regular_file(credential, ec)) return credential.lexically_normal().string();
+    if (std::filesystem::is_regular_file(credential, ec))
+      return credential.lexically_normal().string();
   }
   return resolve_path(base_dir, path);
 }

@@ -187,8 +187,8 @@ void read_http(TomlTable& root, const std::string& base, Config& config) {
   }
   // Links are built as public_url + "/u/<token>": a trailing slash would double up.
   while (h.public_url.back() == '/') h.public_url.pop_back();
-  h.link_secret_file = detail::resolve_secret_path(
-      base, t.string("link_secret_file").value_or(""), std::getenv("CREDENTIALS_DIRECTORY"));
+  h.link_secret_file = detail::resolve_secret_path(base, t.string("link_secret_file").value_or(""),
+                                                   std::getenv("CREDENTIALS_DIRECTORY"));
   t.refuse_unknown_keys();
 }
 

@@ -314,9 +314,9 @@ TEST_F(StoreTest, ALargeExpansionRefreshesTheStatisticsTheClaimIsPlannedFrom) {
   EXPECT_GT(estimate, 4'000.0);
   // The claim's own selection of due rows, planned as the claim is.
   std::string plan;
-  soci::rowset<std::string> lines = db_.prepare
-      << "EXPLAIN SELECT id FROM outbox WHERE state = 'queued' AND due_at <= now()"
-         " ORDER BY due_at, id LIMIT 500 FOR UPDATE SKIP LOCKED";
+  soci::rowset<std::string> lines =
+      db_.prepare << "EXPLAIN SELECT id FROM outbox WHERE state = 'queued' AND due_at <= now()"
+                     " ORDER BY due_at, id LIMIT 500 FOR UPDATE SKIP LOCKED";
   for (const auto& l : lines) plan += l + "\n";
   EXPECT_NE(plan.find("Index Scan using outbox_due"), std::string::npos) << plan;
   EXPECT_EQ(plan.find("Sort"), std::string::npos) << plan;

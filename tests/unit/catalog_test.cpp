@@ -170,29 +170,38 @@ TEST(Config, ASecretNamedByABareFileNameIsReadFromTheServicesCredentials) {
   TempDir dir;
   const auto credentials = dir / "credentials";
   write_file(credentials / "smtp-password", "from-credential\n");
+  write_file(credentials / "link-secret", "0123456789abcdef0123456789abcdef\n");
   const std::string base = (dir / "etc").string();
   const char* cred = credentials.c_str();
   using channeld::catalog::detail::resolve_secret_path;
 
-  EXPECT_EQ(resolve_secret_path(base, "smtp-password", cred), (credentials / "smtp-password").string());
+  EXPECT_EQ(resolve_secret_path(base, "smtp-password", cred),
+            (credentials / "smtp-password").string());
   EXPECT_EQ(resolve_secret_path(base, "missing", cred), (dir / "etc/missing").string());
   // A path with a folder in it is never a credential name.
-  EXPECT_EQ(resolve_secret_path(base, "./smtp-password", cred), (dir / "etc/smtp-password").string());
+  EXPECT_EQ(resolve_secret_path(base, "./smtp-password", cred),
+            (dir / "etc/smtp-password").string());
   EXPECT_EQ(resolve_secret_path(base, "/srv/smtp-password", cred), "/srv/smtp-password");
-  EXPECT_EQ(resolve_secret_path(base, "smtp-password", nullptr), (dir / "etc/smtp-password").string());
+  EXPECT_EQ(resolve_secret_path(base, "smtp-password", nullptr),
+            (dir / "etc/smtp-password").string());
   EXPECT_EQ(resolve_secret_path(base, "smtp-password", ""), (dir / "etc/smtp-password").string());
   EXPECT_EQ(resolve_secret_path(base, "", cred), "");
 
   // load_config reads $CREDENTIALS_DIRECTORY for both of the config's secret files.
   std::string config_text = kMinimalConfig;
-  config_text.replace(config_text.find("[smtp]\n"), 7, "[smtp]\npassword_file = \"smtp-password\"\n");
+  config_text.replace(config_text.find("[smtp]\n"), 7,
+                      "[smtp]\npassword_file = \"smtp-password\"\n");
+  config_text.replace(config_text.find("[http]\n"), 7,
+                      "[http]\nlink_secret_file = \"link-secret\"\n");
   write_file(dir / "channeld.toml", config_text);
   ASSERT_EQ(::setenv("CREDENTIALS_DIRECTORY", cred, 1), 0);
   const Config config = load_config((dir / "channeld.toml").string());
   ::unsetenv("CREDENTIALS_DIRECTORY");
   EXPECT_EQ(config.smtp.password_file, (credentials / "smtp-password").string());
-  EXPECT_EQ(load_config((dir / "channeld.toml").string()).smtp.password_file,
-            (dir / "smtp-password").string());
+  EXPECT_EQ(config.http.link_secret_file, (credentials / "link-secret").string());
+  const Config by_hand = load_config((dir / "channeld.toml").string());
+  EXPECT_EQ(by_hand.smtp.password_file, (dir / "smtp-password").string());
+  EXPECT_EQ(by_hand.http.link_secret_file, (dir / "link-secret").string());
 }
 
 TEST(Config, AppliesDefaultsAndKeepsAConninfoAsWritten) {
