@@ -511,8 +511,10 @@ bool Store::refresh_outbox_statistics(std::size_t inserted) {
   if (inserted < kStatisticsRefreshRows) return false;
   return impl_->run("refreshing the outbox statistics", [](soci::session& sql) {
     // Samples a bounded number of rows (300 times default_statistics_target) whatever the
-    // table's size, so a big outbox costs about what a small one does.
-    sql << "ANALYZE outbox";
+    // table's size, so a big outbox costs about what a small one does. SKIP_LOCKED: while
+    // autovacuum or another daemon holds the table's maintenance lock, waiting would stall
+    // this daemon's planning and reloads behind it (autovacuum analyses afterwards anyway).
+    sql << "ANALYZE (SKIP_LOCKED) outbox";
     return true;
   });
 }

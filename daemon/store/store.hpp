@@ -162,7 +162,8 @@ class Store {
   // when the new rows are under a tenth of a big table). Until then PostgreSQL plans the
   // claim from statistics that predate the new rows: believing the due set small, it reads
   // every due row into a bitmap and sorts them all on each claim, instead of reading the due
-  // index in order and stopping after a batch. Returns whether it analysed.
+  // index in order and stopping after a batch. Returns whether it asked for the ANALYZE, which
+  // is skipped while another session holds the table's maintenance lock.
   static constexpr std::size_t kStatisticsRefreshRows = 1000;
   bool refresh_outbox_statistics(std::size_t inserted);
   // Leases up to `limit` due rows (queued and due, or leased with an expired lease) to `owner`

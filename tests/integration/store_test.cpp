@@ -16,6 +16,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <latch>
 #include <set>
 #include <thread>
@@ -320,6 +321,21 @@ TEST_F(StoreTest, ALargeExpansionRefreshesTheStatisticsTheClaimIsPlannedFrom) {
   for (const auto& l : lines) plan += l + "\n";
   EXPECT_NE(plan.find("Index Scan using outbox_due"), std::string::npos) << plan;
   EXPECT_EQ(plan.find("Sort"), std::string::npos) << plan;
+}
+
+// Autovacuum (or another daemon's ANALYZE) holding the table's maintenance lock must not stall
+// the planning pass that asks for fresh statistics: the ANALYZE is skipped, not waited for.
+TEST_F(StoreTest, RefreshingStatisticsNeverWaitsForAnotherSessionsMaintenanceLock) {
+  soci::session other("postgresql", conninfo_);
+  other << "BEGIN";
+  other << "LOCK TABLE outbox IN SHARE UPDATE EXCLUSIVE MODE";
+  auto refreshed =
+      std::async(std::launch::async, [&] { return store().refresh_outbox_statistics(5'000); });
+  // Generous: the call returns at once, or waits as long as the lock is held.
+  const bool returned = refreshed.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  other << "ROLLBACK";  // frees a refresh that waited, so the test ends either way
+  EXPECT_TRUE(returned) << "the ANALYZE waited for the lock";
+  EXPECT_TRUE(refreshed.get());
 }
 
 // ---- claim ----
