@@ -87,7 +87,8 @@ std::string default_owner() {
   return std::string(host) + ":" + std::to_string(getpid()) + ":" + std::to_string(rd() % 100000);
 }
 
-void print_summary(store::Store& store, const Config& config) {
+void print_summary(store::Store& store, const Config& config,
+                   const Dispatcher::Throughput& throughput) {
   auto counts = store.delivery_counts();
   std::map<std::string, std::map<std::string, std::map<std::string, std::int64_t>>> by_kit;
   for (const auto& c : counts) by_kit[c.kit_id][c.partner_id][c.state] += c.count;
@@ -100,6 +101,16 @@ void print_summary(store::Store& store, const Config& config) {
       for (const auto& [state, n] : states)
         line += (line.empty() ? "" : ", ") + std::to_string(n) + " " + state;
       std::printf("    %-24s %s\n", partner.c_str(), line.c_str());
+    }
+  }
+  if (throughput.sent >= 2) {
+    // From the end of the first send to the end of the last: start-up and planning excluded.
+    const double seconds =
+        std::chrono::duration<double>(throughput.last - throughput.first).count();
+    if (seconds > 0) {
+      std::printf(
+          "This run sent %zu messages in %.3f s from the first to the last (%.0f a second).\n",
+          throughput.sent, seconds, static_cast<double>(throughput.sent - 1) / seconds);
     }
   }
   if (!config.paths.outbox.empty())
@@ -263,7 +274,8 @@ class Daemon {
     delivery_thread_.join();
     pool_.join();
     stop_http();
-    if (options_.until_idle) print_summary(store_, snapshots_.get()->config);
+    if (options_.until_idle)
+      print_summary(store_, snapshots_.get()->config, dispatcher_->throughput());
     spdlog::info("channeld stopped");
     return 0;
   }

@@ -409,6 +409,7 @@ void Dispatcher::on_sent(const Ready& ready, const deliver::SendResult& result) 
   if (o.kind == store::OutcomeKind::sent) {
     o.message_id = ready.message_id;
     o.rendered_version = ready.rendered_version;
+    count_sent();
   }
   if (result.verdict != deliver::Verdict::unsent) {
     // Before this connection starts its next message (the connector calls us first): after
@@ -424,6 +425,12 @@ void Dispatcher::on_sent(const Ready& ready, const deliver::SendResult& result) 
   check_stopped();
 }
 
+void Dispatcher::count_sent() {
+  const auto now = std::chrono::steady_clock::now();
+  if (throughput_.sent++ == 0) throughput_.first = now;
+  throughput_.last = now;
+}
+
 void Dispatcher::on_webhook_answered(const Ready& ready, const deliver::WebhookResult& result) {
   metrics_.send_latency().observe(std::chrono::duration<double>(result.latency).count());
   // Spreads retries of endpoints that failed together; reproducible per message and attempt.
@@ -432,8 +439,10 @@ void Dispatcher::on_webhook_answered(const Ready& ready, const deliver::WebhookR
   const double jitter = static_cast<double>((mix >> 11) % 1000) / 1000.0;
   const SysTime now = clock_();
   WebhookSettlement s = settle_webhook(ready.email.id, result, ready.attempts, now, jitter);
-  if (s.outcome.kind == store::OutcomeKind::sent)
+  if (s.outcome.kind == store::OutcomeKind::sent) {
     s.outcome.rendered_version = ready.rendered_version;
+    count_sent();
+  }
   // As for email: after kill -9 a restart replays this line instead of posting again.
   if (auto error = journal_.append(s.outcome); !error.empty())
     spdlog::error("delivery journal: {}; a crash now could re-send this message", error);

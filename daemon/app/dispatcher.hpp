@@ -58,6 +58,15 @@ class Dispatcher {
   // Nothing leased and nothing in flight, and the last claim found no due row. Any thread.
   bool idle() const { return idle_.load(std::memory_order_acquire); }
 
+  // What this process sent (emails and webhooks whose verdict was "sent") and when the first
+  // and the last of those sends ended: the --until-idle summary's rate, which the database
+  // cannot give (sent_at keeps whole seconds). Read on the delivery thread or after it ended.
+  struct Throughput {
+    std::size_t sent = 0;
+    std::chrono::steady_clock::time_point first{}, last{};
+  };
+  const Throughput& throughput() const { return throughput_; }
+
  private:
   // A leased row, rendered and ready for the connector.
   struct Ready {
@@ -102,6 +111,8 @@ class Dispatcher {
   void update_idle();
   double draw();
 
+  void count_sent();
+
   boost::asio::io_context& io_;
   boost::asio::thread_pool& db_pool_;
   store::Store& store_;
@@ -139,6 +150,7 @@ class Dispatcher {
   bool released_ = false;
   bool gave_up_ = false;  // stopping, and the store stayed away: verdicts stay in the journal
   std::atomic<bool> idle_{false};
+  Throughput throughput_;
   std::size_t in_hand_ = 0;  // leased by us and not yet recorded
   std::deque<Ready> ready_;
   std::vector<store::Outcome> outcomes_;  // verdicts waiting to be recorded
