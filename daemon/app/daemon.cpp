@@ -991,6 +991,13 @@ class Daemon {
 
 }  // namespace
 
+void log_database_notice(std::string_view severity, std::string_view text) {
+  const auto level = severity == "WARNING"                        ? spdlog::level::warn
+                     : severity == "NOTICE" || severity == "INFO" ? spdlog::level::info
+                                                                  : spdlog::level::debug;
+  spdlog::log(level, "PostgreSQL {}: {}", severity, text);
+}
+
 void setup_logging() {
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   auto logger = std::make_shared<spdlog::logger>("channeld", sink);
@@ -1004,6 +1011,8 @@ void setup_logging() {
   if (const char* level = std::getenv("CHANNELD_LOG_LEVEL"))
     logger->set_level(spdlog::level::from_str(level));
   spdlog::set_default_logger(logger);
+  // PostgreSQL's notices into the same log, at their own level (libpq would print them raw).
+  store::set_notice_sink(log_database_notice);
 }
 
 int run_daemon(const DaemonOptions& options) {

@@ -14,6 +14,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "model/model.hpp"
 
@@ -35,5 +36,7 @@ int run_daemon(const DaemonOptions& options);
 // Logging: journald-friendly (syslog priority prefixes, no timestamps) when stderr is the
 // journal, a plain timestamped format otherwise.
 void setup_logging();
+// A notice or warning of PostgreSQL's, logged at its level (setup_logging routes them here).
+void log_database_notice(std::string_view severity, std::string_view text);
 
 }  // namespace channeld::app

@@ -101,6 +101,11 @@ inline constexpr std::pair<const char*, const char*> kConnectionDefaults[] = {
 // `message` with every occurrence of `secret` replaced by "***".
 std::string redact(std::string message, const std::string& secret);
 
+// Sends the server's notices and warnings on this connection (a skipped ANALYZE, say) to the
+// sink set_notice_sink() names, which the daemon points at its log; libpq's default writes
+// them raw to stderr. Applied to every connection the store opens, reconnects included.
+void route_notices(soci::session& sql);
+
 struct Store::Impl {
   using Clock = std::chrono::steady_clock;
 
@@ -138,7 +143,10 @@ struct Store::Impl {
     soci::session& session() { return impl_.pool.at(slot_); }
     void ensure_connected() {
       if (impl_.suspect[slot_] == 0) return;
-      if (!session().is_connected()) session().reconnect();
+      if (!session().is_connected()) {
+        session().reconnect();
+        route_notices(session());
+      }
       impl_.suspect[slot_] = 0;
     }
     void mark_suspect() { impl_.suspect[slot_] = 1; }

@@ -6,6 +6,7 @@
 #include <soci/soci.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -149,6 +150,30 @@ std::string redact(std::string message, const std::string& secret) {
     message.replace(at, secret.size(), "***");
   }
   return message;
+}
+
+namespace {
+std::atomic<NoticeSink> notice_sink{nullptr};
+}  // namespace
+
+void set_notice_sink(NoticeSink sink) {
+  notice_sink.store(sink);
+}
+
+void route_notices(soci::session& sql) {
+  if (notice_sink.load() == nullptr) return;  // libpq's default: stderr
+  // By name, not dynamic_cast: libsoci_postgresql does not export the backend's typeinfo.
+  if (sql.get_backend_name() != "postgresql") return;
+  auto* backend = static_cast<soci::postgresql_session_backend*>(sql.get_backend());
+  PQsetNoticeReceiver(
+      backend->conn_,
+      [](void* /*arg*/, const PGresult* notice) {
+        const char* severity = PQresultErrorField(notice, PG_DIAG_SEVERITY_NONLOCALIZED);
+        const char* text = PQresultErrorField(notice, PG_DIAG_MESSAGE_PRIMARY);
+        if (NoticeSink sink = notice_sink.load())
+          sink(severity != nullptr ? severity : "NOTICE", text != nullptr ? text : "");
+      },
+      nullptr);
 }
 
 namespace {
@@ -379,6 +404,7 @@ Store::Store(const std::string& url, std::size_t pool_size,
   for (std::size_t slot = 0; slot < impl_->suspect.size(); ++slot) {
     try {
       impl_->pool.at(slot).open("postgresql", connect.soci);
+      route_notices(impl_->pool.at(slot));
     } catch (const soci::soci_error& e) {
       throw StoreError("cannot connect to PostgreSQL: " +
                        redact(e.get_error_message(), impl_->password));

@@ -23,11 +23,18 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "model/model.hpp"
 
 namespace channeld::store {
+
+// Where the server's notices and warnings on every store connection go (a skipped ANALYZE,
+// say): PostgreSQL's severity ("WARNING", "NOTICE") and its message. Unset, libpq writes them
+// raw to stderr. Set once, before any Store is made; the app sends them to its log.
+using NoticeSink = void (*)(std::string_view severity, std::string_view text);
+void set_notice_sink(NoticeSink sink);
 
 // A database call failed (connection lost, SQL error). Callers log it and retry later. The
 // message names the operation ("claiming messages: ...") and never bound values or secrets.

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <future>
 #include <latch>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -323,19 +324,35 @@ TEST_F(StoreTest, ALargeExpansionRefreshesTheStatisticsTheClaimIsPlannedFrom) {
   EXPECT_EQ(plan.find("Sort"), std::string::npos) << plan;
 }
 
+std::mutex notices_lock;
+std::vector<std::string> notices;
+void record_notice(std::string_view severity, std::string_view text) {
+  const std::lock_guard<std::mutex> lock(notices_lock);
+  notices.push_back(std::string(severity) + ": " + std::string(text));
+}
+
 // Autovacuum (or another daemon's ANALYZE) holding the table's maintenance lock must not stall
-// the planning pass that asks for fresh statistics: the ANALYZE is skipped, not waited for.
+// the planning pass that asks for fresh statistics: the ANALYZE is skipped, not waited for, and
+// the server's warning reaches the notice sink (the daemon's log) instead of raw stderr.
 TEST_F(StoreTest, RefreshingStatisticsNeverWaitsForAnotherSessionsMaintenanceLock) {
+  channeld::store::set_notice_sink(record_notice);
+  Store store(conninfo_, 1);  // made after the sink is set, as the daemon's are
   soci::session other("postgresql", conninfo_);
   other << "BEGIN";
   other << "LOCK TABLE outbox IN SHARE UPDATE EXCLUSIVE MODE";
   auto refreshed =
-      std::async(std::launch::async, [&] { return store().refresh_outbox_statistics(5'000); });
+      std::async(std::launch::async, [&] { return store.refresh_outbox_statistics(5'000); });
   // Generous: the call returns at once, or waits as long as the lock is held.
   const bool returned = refreshed.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
   other << "ROLLBACK";  // frees a refresh that waited, so the test ends either way
   EXPECT_TRUE(returned) << "the ANALYZE waited for the lock";
   EXPECT_TRUE(refreshed.get());
+  channeld::store::set_notice_sink(nullptr);
+  const std::lock_guard<std::mutex> lock(notices_lock);
+  EXPECT_NE(std::find(notices.begin(), notices.end(),
+                      "WARNING: skipping analyze of \"outbox\" --- lock not available"),
+            notices.end())
+      << notices.size() << " notices";
 }
 
 // ---- claim ----
