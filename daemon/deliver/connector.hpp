@@ -69,17 +69,16 @@ struct SmtpSettings {
   bool require_tls = false;  // smtp:// with a username: refuse to send AUTH in clear
 };
 
-// SMTP with max_connections conversations really at once, whatever the relay's latency: one
-// delivery thread per connection, each with its own io_context and a single-connection curl
-// multi handle (make_curl_multi_smtp_connector below). Sends are routed to an idle connection
-// and their completions posted back to `io`; sends beyond max_connections wait in order, and
-// each one's deadline is checked when its transfer starts. Connections are reused between
-// messages; one the relay dropped while idle, or a 421, is retried once on a fresh connection.
-// Why threads rather than one multi handle: docs/architecture.md. Throws std::runtime_error if
-// libcurl cannot be set up as asked (a start-up error). It keeps `io` from running out of work
-// for as long as it exists (completions arrive from other threads), so stop `io` or destroy
-// the connector to end io.run(). The threads are joined on destruction, which waits for a
-// transfer blocked on its end-of-DATA reply (bounded by `timeout`).
+// SMTP with max_connections conversations really at once, whatever the relay's latency: each
+// connection is a coroutine on `io` (deliver/asio_smtp.cpp), so none waits for another's reply.
+// Sends are handed to an idle connection; sends beyond max_connections wait in order, and each
+// one's deadline is checked when its transfer starts. Connections are reused between messages;
+// with the relay's PIPELINING, MAIL, RCPT and DATA go out in one write. STARTTLS when offered
+// (required when a username is set), smtps:// for TLS from the first byte, certificates checked
+// against the system's trust store and the URL's host name; AUTH PLAIN or LOGIN. A connection
+// the relay dropped while idle, or a 421, is retried once on a fresh one. A send is over within
+// `timeout` of its start, answered or not. Why not libcurl: docs/architecture.md. Throws
+// std::runtime_error for a URL it cannot use (checked when the configuration loads).
 std::unique_ptr<EmailConnector> make_smtp_connector(boost::asio::io_context& io,
                                                     SmtpSettings settings);
 
@@ -87,8 +86,8 @@ std::unique_ptr<EmailConnector> make_smtp_connector(boost::asio::io_context& io,
 // max_connections transfers, each on a connection kept open and reused; sends beyond that wait
 // in order. One libcurl limitation makes this serial at the relay's pace: its SMTP "done" phase
 // waits for the reply to the final "." by blocking (curl issue #8555, "More non-blocking" in
-// curl's TODO), so each message holds the io_context thread until the relay answers. Used with
-// max_connections = 1 by make_smtp_connector, and by the bench as the bare libcurl baseline.
+// curl's TODO), so each message holds the io_context thread until the relay answers. Kept as
+// the bench's bare libcurl baseline (bench/bare_curl_smtp.cpp).
 std::unique_ptr<EmailConnector> make_curl_multi_smtp_connector(boost::asio::io_context& io,
                                                                SmtpSettings settings);
 

@@ -13,7 +13,8 @@
 #include <sys/socket.h>
 
 // GCC 12 sees a "potential null pointer dereference" in Asio 1.74's scheduler once it is
-// inlined (see smtp_connector.cpp).
+// inlined (scheduler::compensating_work_started, which only runs on a thread inside the
+// scheduler). The warning is kept for our own code.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wnull-dereference"
 #include <boost/asio/executor_work_guard.hpp>

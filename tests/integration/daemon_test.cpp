@@ -589,7 +589,7 @@ TEST(Daemon, APermanentRecipientFailureSuppressesTheAddress) {
   // Said once, with everything an operator needs to find the message and the reason.
   const std::string line =
       "message bounced: kit k step announce partner p0 recipient " + Site::email("p0", 1) + ": ";
-  EXPECT_THAT(log, HasSubstr(line + "RCPT failed: 550"));
+  EXPECT_THAT(log, HasSubstr(line + "RCPT TO refused: 550 5.1.1"));
   EXPECT_EQ(log.find(line), log.rfind(line)) << log;
   soci::session sql("postgresql", db);
   std::int64_t suppressed = 0;

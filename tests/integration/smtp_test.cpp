@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,6 +19,7 @@
 #include "deliver/connector.hpp"
 #include "support/smtp_server.hpp"
 #include "support/support.hpp"
+#include "support/test_tls.hpp"
 
 namespace channeld::deliver {
 namespace {
@@ -280,7 +283,7 @@ TEST(SmtpConnector, ServerDownIsARetryForEveryMessage) {
     EXPECT_EQ(outcomes.at(i).verdict, Verdict::retry) << outcomes.at(i).detail;
     EXPECT_EQ(outcomes.at(i).server_code, 0);
   }
-  EXPECT_NE(outcomes.at(1).detail.find("Couldn't connect"), std::string::npos)
+  EXPECT_NE(outcomes.at(1).detail.find("Connection refused"), std::string::npos)
       << outcomes.at(1).detail;
   EXPECT_EQ(connector->in_flight(), 0u);
 }
@@ -398,6 +401,229 @@ TEST(SmtpConnector, MayBeDestroyedFromItsOwnCallback) {
   EXPECT_EQ(reported, 1);
   io.poll();  // what the connector left queued must find it gone and do nothing
   EXPECT_EQ(reported, 1);
+}
+
+// ---- PIPELINING, TLS, AUTH, SIZE ------------------------------------------------------------
+
+TEST(SmtpConnector, PipelinesMailRcptAndDataWhenTheRelayOffersIt) {
+  SmtpTestServer::Options options;
+  options.pipelining = true;
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  boost::asio::io_context io;
+  auto connector = make_smtp_connector(io, settings(server.url(), 2));
+  Outcomes outcomes;
+  for (int i = 1; i <= 20; ++i) connector->send(email(i), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 20));
+  for (int i = 1; i <= 20; ++i) EXPECT_EQ(outcomes.at(i).verdict, Verdict::sent) << i;
+  // The server had RCPT TO and DATA in hand before it answered each MAIL FROM.
+  EXPECT_EQ(server.stats().pipelined_transactions, 20);
+  std::vector<std::string> bodies = server.messages();
+  ASSERT_EQ(bodies.size(), 20u);
+  std::sort(bodies.begin(), bodies.end());
+  std::vector<std::string> expected;
+  for (int i = 1; i <= 20; ++i) expected.push_back(message(i));
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(bodies, expected);
+}
+
+TEST(SmtpConnector, APipelinedRefusalCostsOnlyItsMessageAndTheConnectionGoesOn) {
+  SmtpTestServer::Options options;
+  options.pipelining = true;
+  options.reject_rcpt = "nobody@";
+  options.reject_sender = "refused-sender@";
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  boost::asio::io_context io;
+  auto connector = make_smtp_connector(io, settings(server.url(), 1));
+  Outcomes outcomes;
+  OutgoingEmail bad_sender = email(2);
+  bad_sender.envelope_from = "refused-sender@mkt.vendor.example";
+  connector->send(email(1, "nobody@example.com"), outcomes.recorder());
+  connector->send(std::move(bad_sender), outcomes.recorder());
+  connector->send(email(3), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 3));
+  EXPECT_EQ(outcomes.at(1).verdict, Verdict::hard_bounce) << outcomes.at(1).detail;
+  EXPECT_EQ(outcomes.at(1).server_code, 550);
+  EXPECT_EQ(outcomes.at(2).verdict, Verdict::failed) << outcomes.at(2).detail;
+  EXPECT_EQ(outcomes.at(2).server_code, 550);
+  EXPECT_NE(outcomes.at(2).detail.find("MAIL FROM refused: 550"), std::string::npos)
+      << outcomes.at(2).detail;
+  EXPECT_EQ(outcomes.at(3).verdict, Verdict::sent) << outcomes.at(3).detail;
+  EXPECT_EQ(server.stats().accepted, 1);
+  EXPECT_EQ(server.stats().connections, 1);  // refusals do not cost the connection
+}
+
+// Points OpenSSL's default trust store (what the connector loads) at one file for the scope.
+class TrustedCertificate {
+ public:
+  explicit TrustedCertificate(const std::filesystem::path& cert) {
+    ::setenv("SSL_CERT_FILE", cert.c_str(), 1);
+  }
+  ~TrustedCertificate() { ::unsetenv("SSL_CERT_FILE"); }
+  TrustedCertificate(const TrustedCertificate&) = delete;
+  TrustedCertificate& operator=(const TrustedCertificate&) = delete;
+};
+
+SmtpSettings with_login(SmtpSettings s, const std::string& password = "s3cret") {
+  s.username = "mailer";
+  s.password = password;
+  s.require_tls = true;
+  return s;
+}
+
+TEST(SmtpConnector, UpgradesWithStartTlsVerifiesTheRelayAndLogsIn) {
+  TempDir dir;
+  auto cert = channeld::testing::make_self_signed_cert(dir.path());
+  if (!cert.available()) return;
+  SmtpTestServer::Options options;
+  options.pipelining = true;
+  options.tls_cert = cert.cert;
+  options.tls_key = cert.key;
+  options.auth = "mailer:s3cret";
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  TrustedCertificate trust(cert.cert);
+  boost::asio::io_context io;
+  const std::string url = "smtp://localhost:" + std::to_string(server.port());
+  auto connector = make_smtp_connector(io, with_login(settings(url, 2)));
+  Outcomes outcomes;
+  for (int i = 1; i <= 6; ++i) connector->send(email(i), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 6));
+  for (int i = 1; i <= 6; ++i)
+    EXPECT_EQ(outcomes.at(i).verdict, Verdict::sent) << outcomes.at(i).detail;
+  const auto stats = server.stats();
+  EXPECT_EQ(stats.accepted, 6);
+  EXPECT_EQ(stats.tls_sessions, stats.connections);
+  EXPECT_EQ(stats.authenticated, stats.connections);  // once per connection, not per message
+  EXPECT_EQ(stats.pipelined_transactions, 6);
+}
+
+TEST(SmtpConnector, SpeaksTlsFromTheFirstByteToAnSmtpsUrl) {
+  TempDir dir;
+  auto cert = channeld::testing::make_self_signed_cert(dir.path());
+  if (!cert.available()) return;
+  SmtpTestServer::Options options;
+  options.tls_cert = cert.cert;
+  options.tls_key = cert.key;
+  options.implicit_tls = true;
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  TrustedCertificate trust(cert.cert);
+  boost::asio::io_context io;
+  auto connector = make_smtp_connector(io, settings(server.smtps_url(), 1));
+  Outcomes outcomes;
+  connector->send(email(1), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 1));
+  EXPECT_EQ(outcomes.at(1).verdict, Verdict::sent) << outcomes.at(1).detail;
+  EXPECT_EQ(server.stats().tls_sessions, 1);
+  ASSERT_EQ(server.messages().size(), 1u);
+  EXPECT_EQ(server.messages().front(), message(1));
+}
+
+TEST(SmtpConnector, ARelayWhoseCertificateIsNotTrustedGetsNothing) {
+  TempDir dir;
+  auto cert = channeld::testing::make_self_signed_cert(dir.path());
+  if (!cert.available()) return;
+  SmtpTestServer::Options options;
+  options.tls_cert = cert.cert;
+  options.tls_key = cert.key;
+  options.auth = "mailer:s3cret";
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  boost::asio::io_context io;  // no TrustedCertificate: the system's store knows no such CA
+  const std::string url = "smtp://localhost:" + std::to_string(server.port());
+  auto connector = make_smtp_connector(io, with_login(settings(url, 1)));
+  Outcomes outcomes;
+  connector->send(email(1), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 1));
+  EXPECT_EQ(outcomes.at(1).verdict, Verdict::retry) << outcomes.at(1).detail;
+  EXPECT_NE(outcomes.at(1).detail.find("STARTTLS"), std::string::npos) << outcomes.at(1).detail;
+  EXPECT_EQ(server.stats().authenticated, 0);
+  EXPECT_EQ(server.stats().accepted, 0);
+}
+
+TEST(SmtpConnector, AWrongPasswordIsARetryNotAFailure) {
+  TempDir dir;
+  auto cert = channeld::testing::make_self_signed_cert(dir.path());
+  if (!cert.available()) return;
+  SmtpTestServer::Options options;
+  options.tls_cert = cert.cert;
+  options.tls_key = cert.key;
+  options.auth = "mailer:s3cret";
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  TrustedCertificate trust(cert.cert);
+  boost::asio::io_context io;
+  const std::string url = "smtp://localhost:" + std::to_string(server.port());
+  auto connector = make_smtp_connector(io, with_login(settings(url, 1), "wrong"));
+  Outcomes outcomes;
+  connector->send(email(1), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 1));
+  EXPECT_EQ(outcomes.at(1).verdict, Verdict::retry) << outcomes.at(1).detail;
+  EXPECT_EQ(outcomes.at(1).server_code, 535);
+  EXPECT_EQ(server.stats().accepted, 0);
+}
+
+TEST(SmtpConnector, NeverSendsCredentialsToARelayWithoutStartTls) {
+  SmtpTestServer::Options options;
+  options.auth = "mailer:s3cret";
+  options.auth_over_plain = true;  // the relay would take them in clear
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  boost::asio::io_context io;
+  auto connector = make_smtp_connector(io, with_login(settings(server.url(), 1)));
+  Outcomes outcomes;
+  connector->send(email(1), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 1));
+  EXPECT_EQ(outcomes.at(1).verdict, Verdict::retry) << outcomes.at(1).detail;
+  EXPECT_NE(outcomes.at(1).detail.find("does not offer STARTTLS"), std::string::npos)
+      << outcomes.at(1).detail;
+  EXPECT_EQ(server.stats().authenticated, 0);
+  EXPECT_EQ(server.stats().accepted, 0);
+}
+
+TEST(SmtpConnector, DeclaresTheSizeAndKeepsAnOversizedMessageToItself) {
+  SmtpTestServer::Options options;
+  options.size_limit = 6000;
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  boost::asio::io_context io;
+  auto connector = make_smtp_connector(io, settings(server.url(), 1));
+  Outcomes outcomes;
+  OutgoingEmail big = email(2);
+  big.mime = message(2, 9000);
+  connector->send(email(1), outcomes.recorder());
+  connector->send(std::move(big), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 2));
+  EXPECT_EQ(outcomes.at(1).verdict, Verdict::sent) << outcomes.at(1).detail;
+  EXPECT_EQ(outcomes.at(2).verdict, Verdict::failed) << outcomes.at(2).detail;
+  EXPECT_NE(outcomes.at(2).detail.find("SIZE limit of 6000"), std::string::npos)
+      << outcomes.at(2).detail;
+  const auto stats = server.stats();
+  // SIZE= is the message as it goes on the wire: dot-stuffed, with its terminator.
+  EXPECT_GE(stats.last_mail_size, static_cast<long long>(message(1).size()));
+  EXPECT_LT(stats.last_mail_size, static_cast<long long>(message(1).size()) + 16);
+  EXPECT_EQ(stats.accepted, 1);
+  EXPECT_EQ(stats.refused, 0);  // the big one never reached the relay
+}
+
+TEST(SmtpConnector, ARelayThatDoesNotAnswerInTimeIsARetry) {
+  SmtpTestServer::Options options;
+  options.data_delay_seconds = 5;  // far past the 1 s timeout
+  SmtpTestServer server(options);
+  if (!server.available()) return;
+  boost::asio::io_context io;
+  SmtpSettings s = settings(server.url(), 1);
+  s.timeout = 1s;
+  auto connector = make_smtp_connector(io, s);
+  Outcomes outcomes;
+  connector->send(email(1), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 1));
+  EXPECT_EQ(outcomes.at(1).verdict, Verdict::retry) << outcomes.at(1).detail;
+  EXPECT_NE(outcomes.at(1).detail.find("no answer within 1s"), std::string::npos)
+      << outcomes.at(1).detail;
+  EXPECT_LT(outcomes.at(1).latency, 3s);  // ended by the timeout, not by the relay's answer
 }
 
 // ---- folder ------------------------------------------------------------------------------

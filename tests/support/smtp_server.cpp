@@ -48,6 +48,16 @@ SmtpTestServer::SmtpTestServer(Options options) {
   add("--drop-after", options.drop_after > 0 ? std::to_string(options.drop_after) : "");
   add("--reply-421-first",
       options.reply_421_first > 0 ? std::to_string(options.reply_421_first) : "");
+  add("--ehlo-size", options.size_limit > 0 ? std::to_string(options.size_limit) : "");
+  add("--tls-cert", options.tls_cert.string());
+  add("--tls-key", options.tls_key.string());
+  add("--auth", options.auth);
+  auto flag = [&args](const char* name, bool on) {
+    if (on) args.push_back(name);
+  };
+  flag("--pipelining", options.pipelining);
+  flag("--implicit-tls", options.implicit_tls);
+  flag("--auth-over-plain", options.auth_over_plain);
   const PythonPeer peer = spawn_python_peer(std::move(args));
   pid_ = peer.pid;
   stdin_fd_ = peer.stdin_fd;
@@ -95,6 +105,10 @@ SmtpTestServer::Stats SmtpTestServer::stats() const {
   s.max_open_transactions = json.value("max_open_transactions", 0);
   s.accepted = json.at("accepted").get<int>();
   s.refused = json.at("refused").get<int>();
+  s.pipelined_transactions = json.at("pipelined_transactions").get<int>();
+  s.authenticated = json.at("authenticated").get<int>();
+  s.tls_sessions = json.at("tls_sessions").get<int>();
+  s.last_mail_size = json.at("last_mail_size").get<long long>();
   return s;
 }
 

@@ -1,10 +1,10 @@
 // deliver: what SMTP outcomes mean, and the token buckets that pace sending. Pure; no server.
 
-#include <curl/curl.h>
 #include <gtest/gtest.h>
 
 #include "deliver/backoff.hpp"
 #include "deliver/rate_limit.hpp"
+#include "deliver/smtp_protocol.hpp"
 #include "deliver/verdict.hpp"
 
 namespace channeld::deliver {
@@ -15,57 +15,167 @@ using Clock = TokenBucket::Clock;
 
 // ---- verdicts ----------------------------------------------------------------------------
 
+using smtp::Stage;
+
 struct VerdictCase {
   const char* what;
-  int curl_code;
-  long server_code;
-  const char* curl_error;
+  Stage stage;
+  int code;
   Verdict expected;
 };
 
-// The curl codes and error texts are the ones libcurl 7.88 reports for each situation (see
-// verdict.cpp; tests/integration/smtp_test.cpp checks them against a real server).
 const VerdictCase kVerdicts[] = {
-    {"250 after DATA", CURLE_OK, 250, "", Verdict::sent},
-    {"550 at RCPT TO", CURLE_SEND_ERROR, 550, "RCPT failed: 550", Verdict::hard_bounce},
-    {"551 at RCPT TO", CURLE_SEND_ERROR, 551, "RCPT failed: 551", Verdict::hard_bounce},
-    {"553 at RCPT TO", CURLE_SEND_ERROR, 553, "RCPT failed: 553", Verdict::hard_bounce},
-    {"552 at RCPT TO (RFC 5321: temporary)", CURLE_SEND_ERROR, 552, "RCPT failed: 552",
-     Verdict::retry},
-    {"450 at RCPT TO (greylisting)", CURLE_SEND_ERROR, 450, "RCPT failed: 450", Verdict::retry},
-    {"552 at MAIL FROM (too big)", CURLE_SEND_ERROR, 552, "MAIL failed: 552", Verdict::failed},
-    {"550 at MAIL FROM (sender refused)", CURLE_SEND_ERROR, 550, "MAIL failed: 550",
-     Verdict::failed},
-    {"530 at MAIL FROM (authentication required)", CURLE_SEND_ERROR, 530, "MAIL failed: 530",
-     Verdict::retry},
-    {"554 to the DATA command", CURLE_SEND_ERROR, 554, "DATA failed: 554", Verdict::failed},
-    {"554 after the data", CURLE_WEIRD_SERVER_REPLY, 554, "", Verdict::failed},
-    {"451 after the data", CURLE_WEIRD_SERVER_REPLY, 451, "", Verdict::retry},
-    {"421 closing", CURLE_WEIRD_SERVER_REPLY, 421, "", Verdict::retry},
-    {"5xx without the stage known", CURLE_SEND_ERROR, 550, "", Verdict::failed},
-    {"535 to AUTH", CURLE_LOGIN_DENIED, 535, "Login denied", Verdict::retry},
-    {"connection refused", CURLE_COULDNT_CONNECT, 0, "Failed to connect", Verdict::retry},
-    {"timeout", CURLE_OPERATION_TIMEDOUT, 0, "", Verdict::retry},
-    {"timeout after a reply", CURLE_OPERATION_TIMEDOUT, 250, "", Verdict::retry},
-    {"DNS failure", CURLE_COULDNT_RESOLVE_HOST, 0, "", Verdict::retry},
-    {"TLS handshake", CURLE_SSL_CONNECT_ERROR, 0, "", Verdict::retry},
-    {"STARTTLS required but not offered", CURLE_USE_SSL_FAILED, 0, "", Verdict::retry},
-    {"connection dropped", CURLE_RECV_ERROR, 0, "", Verdict::retry},
-    {"send failed without a reply", CURLE_SEND_ERROR, 0, "", Verdict::retry},
-    {"dropped after a 250", CURLE_GOT_NOTHING, 250, "", Verdict::retry},
-    {"an unknown curl code", 9999, 0, "", Verdict::retry},
+    {"550 at RCPT TO", Stage::rcpt, 550, Verdict::hard_bounce},
+    {"551 at RCPT TO", Stage::rcpt, 551, Verdict::hard_bounce},
+    {"553 at RCPT TO", Stage::rcpt, 553, Verdict::hard_bounce},
+    {"552 at RCPT TO (RFC 5321: temporary)", Stage::rcpt, 552, Verdict::retry},
+    {"450 at RCPT TO (greylisting)", Stage::rcpt, 450, Verdict::retry},
+    {"552 at MAIL FROM (too big)", Stage::mail, 552, Verdict::failed},
+    {"550 at MAIL FROM (sender refused)", Stage::mail, 550, Verdict::failed},
+    {"530 at MAIL FROM (authentication required)", Stage::mail, 530, Verdict::retry},
+    {"530 at RCPT TO", Stage::rcpt, 530, Verdict::retry},
+    {"554 to the DATA command", Stage::data, 554, Verdict::failed},
+    {"554 after the data", Stage::message, 554, Verdict::failed},
+    {"451 after the data", Stage::message, 451, Verdict::retry},
+    {"421 closing", Stage::mail, 421, Verdict::retry},
+    {"535 to AUTH", Stage::auth, 535, Verdict::retry},
+    {"504 to AUTH (mechanism)", Stage::auth, 504, Verdict::retry},
+    {"554 greeting (no service)", Stage::greeting, 554, Verdict::retry},
+    {"550 to EHLO", Stage::hello, 550, Verdict::retry},
+    {"454 to STARTTLS", Stage::starttls, 454, Verdict::retry},
+    {"connection refused", Stage::connect, 0, Verdict::retry},
+    {"no reply after the data", Stage::message, 0, Verdict::retry},
+    {"no reply at RCPT", Stage::rcpt, 0, Verdict::retry},
 };
 
-TEST(ClassifySmtp, GivesEachOutcomeItsVerdict) {
+TEST(SmtpVerdict, GivesEachOutcomeItsVerdict) {
   for (const auto& c : kVerdicts) {
-    EXPECT_EQ(classify_smtp(c.curl_code, c.server_code, c.curl_error), c.expected)
-        << c.what << ": got " << to_string(classify_smtp(c.curl_code, c.server_code, c.curl_error))
-        << ", want " << to_string(c.expected);
+    EXPECT_EQ(smtp::verdict_for(c.stage, c.code), c.expected)
+        << c.what << ": got " << to_string(smtp::verdict_for(c.stage, c.code)) << ", want "
+        << to_string(c.expected);
   }
 }
 
-TEST(ClassifySmtp, NeverBouncesAnAddressWithoutKnowingTheRefusalWasAtRcpt) {
-  EXPECT_NE(classify_smtp(CURLE_SEND_ERROR, 550), Verdict::hard_bounce);
+TEST(SmtpVerdict, OnlyARefusalAtRcptBouncesTheAddress) {
+  for (Stage stage : {Stage::connect, Stage::greeting, Stage::hello, Stage::starttls, Stage::auth,
+                      Stage::mail, Stage::data, Stage::message}) {
+    for (int code : {0, 421, 450, 500, 550, 551, 553, 554}) {
+      EXPECT_NE(smtp::verdict_for(stage, code), Verdict::hard_bounce)
+          << smtp::to_string(stage) << " " << code;
+    }
+  }
+}
+
+// ---- the SMTP conversation's pure parts ----------------------------------------------------
+
+TEST(SmtpReply, ParsesOneLineAndSaysHowMuchItTook) {
+  std::size_t consumed = 0;
+  const std::string input = "250 2.1.0 OK\r\n354 go ahead\r\n";
+  auto reply = smtp::parse_reply(input, consumed);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->code, 250);
+  EXPECT_EQ(reply->text, "2.1.0 OK");
+  EXPECT_EQ(reply->last_line, "250 2.1.0 OK");
+  EXPECT_EQ(consumed, 14u);
+  // Pipelined replies arrive together; the next one starts where this one ended.
+  auto next = smtp::parse_reply(std::string_view(input).substr(consumed), consumed);
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->code, 354);
+}
+
+TEST(SmtpReply, WaitsForTheLastLineOfAMultiLineReply) {
+  std::size_t consumed = 0;
+  EXPECT_FALSE(smtp::parse_reply("250-relay.example\r\n250-PIPELINING\r\n", consumed));
+  EXPECT_FALSE(smtp::parse_reply("250 OK", consumed));  // no line end yet
+  auto reply =
+      smtp::parse_reply("250-relay.example\r\n250-PIPELINING\r\n250 SIZE 1000\r\n", consumed);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->code, 250);
+  EXPECT_EQ(reply->text, "relay.example\nPIPELINING\nSIZE 1000");
+  EXPECT_EQ(reply->last_line, "250 SIZE 1000");
+}
+
+TEST(SmtpReply, AcceptsABareCodeAndLfLineEnds) {
+  std::size_t consumed = 0;
+  auto reply = smtp::parse_reply("221\n", consumed);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->code, 221);
+  EXPECT_EQ(consumed, 4u);
+}
+
+TEST(SmtpReply, CallsAnythingElseAProtocolError) {
+  for (std::string bad : {"HTTP/1.1 400 Bad Request\r\n", "25 OK\r\n", "2500 OK\r\n", "999 no\r\n",
+                          "250-a\r\n354 mixed codes\r\n", "250_OK\r\n"}) {
+    std::size_t consumed = 0;
+    auto reply = smtp::parse_reply(bad, consumed);
+    ASSERT_TRUE(reply) << bad;
+    EXPECT_EQ(reply->code, 0) << bad;
+  }
+}
+
+TEST(SmtpEhlo, ReadsTheExtensionsAClientUses) {
+  std::size_t consumed = 0;
+  auto reply = smtp::parse_reply(
+      "250-relay.example greets you\r\n250-pipelining\r\n250-SIZE 10240000\r\n"
+      "250-STARTTLS\r\n250-AUTH LOGIN PLAIN\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
+      consumed);
+  ASSERT_TRUE(reply);
+  smtp::Extensions x = smtp::parse_ehlo(*reply);
+  EXPECT_TRUE(x.pipelining);  // keywords are case-insensitive
+  EXPECT_TRUE(x.starttls);
+  EXPECT_TRUE(x.auth_plain);
+  EXPECT_TRUE(x.auth_login);
+  EXPECT_TRUE(x.eight_bit_mime);
+  EXPECT_TRUE(x.smtputf8);
+  EXPECT_EQ(x.size_limit, std::optional<std::size_t>(10240000));
+}
+
+TEST(SmtpEhlo, TakesNothingFromTheGreetingLine) {
+  std::size_t consumed = 0;
+  auto reply = smtp::parse_reply("250 PIPELINING STARTTLS\r\n", consumed);
+  ASSERT_TRUE(reply);
+  smtp::Extensions x = smtp::parse_ehlo(*reply);
+  EXPECT_FALSE(x.pipelining);
+  EXPECT_FALSE(x.starttls);
+  EXPECT_FALSE(x.size_limit);
+}
+
+TEST(SmtpData, DoublesLeadingDotsAndEndsWithTheTerminator) {
+  EXPECT_EQ(smtp::dot_stuff(".a\r\nb\r\n.\r\n..c\r\n"), "..a\r\nb\r\n..\r\n...c\r\n.\r\n");
+  EXPECT_EQ(smtp::dot_stuff("no final line end"), "no final line end\r\n.\r\n");
+  EXPECT_EQ(smtp::dot_stuff(""), "\r\n.\r\n");
+  EXPECT_EQ(smtp::dot_stuff("a.b\r\n"), "a.b\r\n.\r\n");  // only dots that start a line
+}
+
+TEST(SmtpMail, AddsOnlyTheParametersTheServerOffersAndTheMessageNeeds) {
+  smtp::Extensions none;
+  EXPECT_EQ(smtp::mail_command("b@x.example", 1234, true, true, none),
+            "MAIL FROM:<b@x.example>\r\n");
+  smtp::Extensions all;
+  all.size_limit = 0;
+  all.eight_bit_mime = true;
+  all.smtputf8 = true;
+  EXPECT_EQ(smtp::mail_command("b@x.example", 1234, true, true, all),
+            "MAIL FROM:<b@x.example> SIZE=1234 BODY=8BITMIME SMTPUTF8\r\n");
+  EXPECT_EQ(smtp::mail_command("b@x.example", 1234, false, false, all),
+            "MAIL FROM:<b@x.example> SIZE=1234\r\n");
+}
+
+TEST(SmtpUrl, FindsHostPortTlsAndHeloDomain) {
+  auto plain = smtp::parse_url("smtp://relay.example");
+  EXPECT_EQ(plain.host, "relay.example");
+  EXPECT_EQ(plain.port, "25");
+  EXPECT_FALSE(plain.implicit_tls);
+  auto tls = smtp::parse_url("smtps://relay.example:2465/mkt.vendor.example");
+  EXPECT_EQ(tls.port, "2465");
+  EXPECT_TRUE(tls.implicit_tls);
+  EXPECT_EQ(tls.helo_domain, "mkt.vendor.example");
+  EXPECT_EQ(smtp::parse_url("smtps://relay.example").port, "465");
+  auto v6 = smtp::parse_url("smtp://[::1]:2525");
+  EXPECT_EQ(v6.host, "::1");
+  EXPECT_EQ(v6.port, "2525");
+  EXPECT_THROW(smtp::parse_url("http://relay.example"), std::invalid_argument);
+  EXPECT_THROW(smtp::parse_url("smtp://:25"), std::invalid_argument);
 }
 
 TEST(VerdictNames, MatchTheEnumerators) {
