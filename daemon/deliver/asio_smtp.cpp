@@ -110,9 +110,11 @@ class Session {
   asio::awaitable<SendResult> deliver(const OutgoingEmail& email) {
     const auto started = SteadyClock::now();
     deadline_ = started + shared_->timeout;
+    aborted_ = false;
     const bool reused = open_;
     Outcome outcome = co_await attempt(email);
-    if (outcome.verdict != Verdict::sent &&
+    // Not after abort(): the message has been reported as not sent, and may be claimed again.
+    if (outcome.verdict != Verdict::sent && !aborted_ &&
         (outcome.code == 421 || (reused && outcome.connection_failed && !timed_out_))) {
       close();
       if (SteadyClock::now() > email.deadline) {
@@ -134,8 +136,12 @@ class Session {
     co_return result;
   }
 
-  // Ends whatever the session waits for, now (cancel_all, the connector going away).
-  void abort() { close(); }
+  // Ends whatever the session waits for, now (cancel_all, the connector going away), without
+  // the retry on a fresh connection a dropped one would get.
+  void abort() {
+    aborted_ = true;
+    close();
+  }
 
   // Called by the connector's sweep.
   void expire_if_late(SteadyClock::time_point now) {
@@ -496,6 +502,7 @@ class Session {
   boost::system::error_code ec_;  // the last read's or write's error
   std::string protocol_error_;
   bool timed_out_ = false;
+  bool aborted_ = false;
   SteadyClock::time_point deadline_ = SteadyClock::time_point::max();
 };
 

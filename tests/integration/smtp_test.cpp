@@ -310,6 +310,31 @@ TEST(SmtpConnector, CancelAllReportsEveryMessageAsNotSentAndStaysUsable) {
   EXPECT_EQ(outcomes.at(7).verdict, Verdict::sent) << outcomes.at(7).detail;
 }
 
+// A cancelled message has been reported as not sent and may be claimed again: the reused
+// connection it was cut from must not earn it the retry on a fresh one a dropped connection gets.
+TEST(SmtpConnector, ACancelledMessageIsNotSentAgainOnAFreshConnection) {
+  SmtpTestServer server;
+  if (!server.available()) return;
+  boost::asio::io_context io;
+  auto connector = make_smtp_connector(io, settings(server.url(), 1));
+  Outcomes outcomes;
+  connector->send(email(1), outcomes.recorder());
+  ASSERT_TRUE(outcomes.run_until(io, 1));
+  ASSERT_EQ(outcomes.at(1).verdict, Verdict::sent) << outcomes.at(1).detail;
+
+  connector->send(email(2), outcomes.recorder());
+  io.poll();  // message 2 starts on the reused connection and waits for the server
+  ASSERT_EQ(outcomes.count(), 1u) << "message 2 finished before it could be cancelled";
+  connector->cancel_all();
+  ASSERT_EQ(outcomes.count(), 2u);
+  EXPECT_EQ(outcomes.at(2).verdict, Verdict::retry) << outcomes.at(2).detail;
+
+  connector->send(email(3), outcomes.recorder());  // waits for the slot message 2 held
+  ASSERT_TRUE(outcomes.run_until(io, 3));
+  EXPECT_EQ(outcomes.at(3).verdict, Verdict::sent) << outcomes.at(3).detail;
+  EXPECT_EQ(server.stats().accepted, 2);  // 1 and 3; a resent 2 would make it 3
+}
+
 TEST(SmtpConnector, SixteenConnectionsHoldSixteenMessagesOpenAtOnceAgainstASlowRelay) {
   SmtpTestServer::Options options;
   options.data_delay_seconds = 0.2;  // the relay answers the end of DATA after 200 ms
