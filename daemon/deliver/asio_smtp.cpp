@@ -201,6 +201,11 @@ class Session {
       ok = co_await command("STARTTLS\r\n", reply);
       if (!ok) co_return connection_error(Stage::starttls, ec_);
       if (reply.code != 220) co_return refused(Stage::starttls, reply);
+      // Anything that came in clear after the 220 was not sent through TLS and may have been
+      // injected on the way (the STARTTLS command injection of CVE-2011-0411 and kin): it must
+      // never be read as a reply from behind the handshake.
+      in_.clear();
+      in_start_ = 0;
       step = co_await start_tls();
       if (!step.detail.empty()) co_return step;
       step = co_await hello();  // RFC 3207 4.2: what the server offers may change under TLS
