@@ -490,6 +490,15 @@ class TrustedCertificate {
   TrustedCertificate& operator=(const TrustedCertificate&) = delete;
 };
 
+// A relay offering STARTTLS with `cert` and requiring AUTH as mailer / s3cret.
+SmtpTestServer::Options tls_relay(const channeld::testing::SelfSignedCert& cert) {
+  SmtpTestServer::Options options;
+  options.tls_cert = cert.cert;
+  options.tls_key = cert.key;
+  options.auth = "mailer:s3cret";
+  return options;
+}
+
 SmtpSettings with_login(SmtpSettings s, const std::string& password = "s3cret") {
   s.username = "mailer";
   s.password = password;
@@ -501,11 +510,8 @@ TEST(SmtpConnector, UpgradesWithStartTlsVerifiesTheRelayAndLogsIn) {
   TempDir dir;
   auto cert = channeld::testing::make_self_signed_cert(dir.path());
   if (!cert.available()) return;
-  SmtpTestServer::Options options;
+  SmtpTestServer::Options options = tls_relay(cert);
   options.pipelining = true;
-  options.tls_cert = cert.cert;
-  options.tls_key = cert.key;
-  options.auth = "mailer:s3cret";
   SmtpTestServer server(options);
   if (!server.available()) return;
   TrustedCertificate trust(cert.cert);
@@ -528,9 +534,8 @@ TEST(SmtpConnector, SpeaksTlsFromTheFirstByteToAnSmtpsUrl) {
   TempDir dir;
   auto cert = channeld::testing::make_self_signed_cert(dir.path());
   if (!cert.available()) return;
-  SmtpTestServer::Options options;
-  options.tls_cert = cert.cert;
-  options.tls_key = cert.key;
+  SmtpTestServer::Options options = tls_relay(cert);
+  options.auth.clear();
   options.implicit_tls = true;
   SmtpTestServer server(options);
   if (!server.available()) return;
@@ -550,11 +555,7 @@ TEST(SmtpConnector, ARelayWhoseCertificateIsNotTrustedGetsNothing) {
   TempDir dir;
   auto cert = channeld::testing::make_self_signed_cert(dir.path());
   if (!cert.available()) return;
-  SmtpTestServer::Options options;
-  options.tls_cert = cert.cert;
-  options.tls_key = cert.key;
-  options.auth = "mailer:s3cret";
-  SmtpTestServer server(options);
+  SmtpTestServer server(tls_relay(cert));
   if (!server.available()) return;
   boost::asio::io_context io;  // no TrustedCertificate: the system's store knows no such CA
   const std::string url = "smtp://localhost:" + std::to_string(server.port());
@@ -572,11 +573,7 @@ TEST(SmtpConnector, AWrongPasswordIsARetryNotAFailure) {
   TempDir dir;
   auto cert = channeld::testing::make_self_signed_cert(dir.path());
   if (!cert.available()) return;
-  SmtpTestServer::Options options;
-  options.tls_cert = cert.cert;
-  options.tls_key = cert.key;
-  options.auth = "mailer:s3cret";
-  SmtpTestServer server(options);
+  SmtpTestServer server(tls_relay(cert));
   if (!server.available()) return;
   TrustedCertificate trust(cert.cert);
   boost::asio::io_context io;
