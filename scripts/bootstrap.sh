@@ -12,6 +12,7 @@ packages=(
   clang-14 libclang-rt-14-dev  # the libFuzzer targets (scripts/fuzz.sh): libFuzzer, ASan, UBSan
   postgresql postgresql-contrib
   postfix python3 python3-aiosmtpd procps
+  openssl  # test certificates for the SMTP client's STARTTLS and smtps:// tests
   chromium  # the MDF report page is checked in a real headless browser (tests)
   spamassassin  # the sample kits must score 0 on its local rules (tests: scripts/spam-check.sh)
 )
