@@ -408,8 +408,10 @@ class Session {
     o.connection_failed = true;
     const std::string where = shared_->endpoint.host + ":" + shared_->endpoint.port;
     if (timed_out_) {
+      const auto limit =
+          stage == Stage::connect ? std::min(shared_->timeout, kConnectTimeout) : shared_->timeout;
       o.detail = std::string(smtp::to_string(stage)) + " at " + where + ": no answer within " +
-                 std::to_string(shared_->timeout.count()) + "s";
+                 std::to_string(limit.count()) + "s";
     } else if (!protocol_error_.empty()) {
       o.detail = std::string(smtp::to_string(stage)) + " at " + where +
                  ": not an SMTP reply: " + protocol_error_;

@@ -79,6 +79,7 @@ struct SmtpSettings {
 // the relay dropped while idle, or a 421, is retried once on a fresh one. A send is over within
 // `timeout` of its start, answered or not. Why not libcurl: docs/architecture.md. Throws
 // std::runtime_error for a URL it cannot use (checked when the configuration loads).
+// (In the channeld::smtp_client target, see deliver/CMakeLists.txt.)
 std::unique_ptr<EmailConnector> make_smtp_connector(boost::asio::io_context& io,
                                                     SmtpSettings settings);
 
