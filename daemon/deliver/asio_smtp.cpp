@@ -45,6 +45,7 @@
 #include <array>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -90,6 +91,16 @@ struct Outcome {
   std::string detail;              // the reply line, or what went wrong on the connection
   bool connection_failed = false;  // no reply: reset, closed, timed out, protocol error
 };
+
+// An outcome decided here, with no reply to quote: a relay that lacks what the message or the
+// configuration needs.
+Outcome unable(Stage stage, Verdict verdict, std::string detail) {
+  Outcome o;
+  o.stage = stage;
+  o.verdict = verdict;
+  o.detail = std::move(detail);
+  return o;
+}
 
 Outcome refused(Stage stage, const smtp::Reply& reply) {
   Outcome o;
@@ -154,10 +165,10 @@ class Session {
   asio::awaitable<Outcome> attempt(const OutgoingEmail& email) {
     timed_out_ = false;
     if (!open_) {
-      Outcome failure = co_await open();
-      if (!failure.detail.empty()) {
+      std::optional<Outcome> failure = co_await open();
+      if (failure) {
         close();
-        co_return failure;
+        co_return *failure;
       }
     }
     Outcome outcome = co_await transaction(email);
@@ -165,13 +176,14 @@ class Session {
     co_return outcome;
   }
 
-  // Connects, reads the greeting, says EHLO, upgrades to TLS and logs in as configured. An
-  // empty detail means success.
+  // Connects, reads the greeting, says EHLO, upgrades to TLS and logs in as configured. Each
+  // step of it returns why it failed, or nothing.
   //
   // (Style note for this class: every co_await is a statement of its own, its result in a
-  // named variable, and coroutine parameters are values. GCC 12 has open bugs with co_await
-  // inside conditions and with temporaries bound to a coroutine's reference parameters.)
-  asio::awaitable<Outcome> open() {
+  // named variable, and no temporary is bound to a coroutine's reference parameter (command()
+  // takes its line by value). GCC 12 has open bugs with co_await inside conditions and with
+  // such temporaries: the first version of this class crashed on one.)
+  asio::awaitable<std::optional<Outcome>> open() {
     const Shared& s = *shared_;
     tls_.reset();  // nothing of the last connection's is still running: this coroutine ran it
     boost::system::error_code ec;
@@ -184,8 +196,8 @@ class Session {
     if (ec) co_return connection_error(Stage::connect, ec);
     socket_.set_option(tcp::no_delay(true), ec);
     if (s.endpoint.implicit_tls) {
-      Outcome handshake = co_await start_tls();
-      if (!handshake.detail.empty()) co_return handshake;
+      std::optional<Outcome> handshake = co_await start_tls();
+      if (handshake) co_return handshake;
     }
     deadline_ = message_deadline;
 
@@ -193,8 +205,8 @@ class Session {
     bool ok = co_await read(greeting);
     if (!ok) co_return connection_error(Stage::greeting, ec_);
     if (greeting.code != 220) co_return refused(Stage::greeting, greeting);
-    Outcome step = co_await hello();
-    if (!step.detail.empty()) co_return step;
+    std::optional<Outcome> step = co_await hello();
+    if (step) co_return step;
 
     if (!tls_ && extensions_.starttls) {
       smtp::Reply reply;
@@ -207,34 +219,31 @@ class Session {
       in_.clear();
       in_start_ = 0;
       step = co_await start_tls();
-      if (!step.detail.empty()) co_return step;
+      if (step) co_return step;
       step = co_await hello();  // RFC 3207 4.2: what the server offers may change under TLS
-      if (!step.detail.empty()) co_return step;
+      if (step) co_return step;
     }
     if (!tls_ && s.require_tls) {
-      Outcome o;
-      o.stage = Stage::starttls;
-      o.detail =
-          "the relay does not offer STARTTLS, and smtp.username is set: credentials are "
-          "never sent in clear";
-      co_return o;
+      co_return unable(Stage::starttls, Verdict::retry,
+                       "the relay does not offer STARTTLS, and smtp.username is set: "
+                       "credentials are never sent in clear");
     }
     if (!s.username.empty()) {
       step = co_await login();
-      if (!step.detail.empty()) co_return step;
+      if (step) co_return step;
     }
     open_ = true;
-    co_return Outcome{};
+    co_return std::nullopt;
   }
 
-  asio::awaitable<Outcome> hello() {
+  asio::awaitable<std::optional<Outcome>> hello() {
     const std::string& domain = shared_->helo_domain;
     smtp::Reply reply;
     bool ok = co_await command("EHLO " + domain + "\r\n", reply);
     if (!ok) co_return connection_error(Stage::hello, ec_);
     if (reply.code == 250) {
       extensions_ = smtp::parse_ehlo(reply);
-      co_return Outcome{};
+      co_return std::nullopt;
     }
     // RFC 5321 3.2: a server that does not know EHLO gets HELO, and no extensions are used.
     if (reply.code != 500 && reply.code != 502) co_return refused(Stage::hello, reply);
@@ -242,10 +251,10 @@ class Session {
     if (!ok) co_return connection_error(Stage::hello, ec_);
     if (reply.code != 250) co_return refused(Stage::hello, reply);
     extensions_ = smtp::Extensions{};
-    co_return Outcome{};
+    co_return std::nullopt;
   }
 
-  asio::awaitable<Outcome> start_tls() {
+  asio::awaitable<std::optional<Outcome>> start_tls() {
     const smtp::Endpoint& e = shared_->endpoint;
     tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, shared_->tls);
     tls_->set_verify_mode(asio::ssl::verify_peer);
@@ -262,11 +271,11 @@ class Session {
     co_await tls_->async_handshake(asio::ssl::stream_base::client,
                                    asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return connection_error(Stage::starttls, ec);
-    co_return Outcome{};
+    co_return std::nullopt;
   }
 
   // AUTH PLAIN (one round trip) when offered, else AUTH LOGIN.
-  asio::awaitable<Outcome> login() {
+  asio::awaitable<std::optional<Outcome>> login() {
     const Shared& s = *shared_;
     smtp::Reply reply;
     bool ok = false;
@@ -292,13 +301,12 @@ class Session {
       if (ok) ok = co_await read(reply);
       if (!ok) co_return connection_error(Stage::auth, ec_);
     } else {
-      Outcome o;
-      o.stage = Stage::auth;
-      o.detail = "smtp.username is set but the relay offers neither AUTH PLAIN nor AUTH LOGIN";
-      co_return o;
+      co_return unable(
+          Stage::auth, Verdict::retry,
+          "smtp.username is set but the relay offers neither AUTH PLAIN nor AUTH LOGIN");
     }
     if (reply.code != 235) co_return refused(Stage::auth, reply);
-    co_return Outcome{};
+    co_return std::nullopt;
   }
 
   // MAIL, RCPT, DATA and the message. With PIPELINING the three commands (and an RSET owed by
@@ -307,21 +315,15 @@ class Session {
     const bool utf8 =
         smtp::has_eight_bit(email.envelope_from) || smtp::has_eight_bit(email.recipient);
     if (utf8 && !extensions_.smtputf8) {
-      Outcome o;
-      o.verdict = Verdict::failed;
-      o.stage = Stage::mail;
-      o.detail = "the relay does not offer SMTPUTF8, which a non-ASCII address needs";
-      co_return o;
+      co_return unable(Stage::mail, Verdict::failed,
+                       "the relay does not offer SMTPUTF8, which a non-ASCII address needs");
     }
     const std::string body = smtp::dot_stuff(email.mime);
     if (extensions_.size_limit.value_or(0) > 0 && body.size() > *extensions_.size_limit) {
-      Outcome o;
-      o.verdict = Verdict::failed;
-      o.stage = Stage::mail;
-      o.detail = "the message's " + std::to_string(body.size()) +
-                 " bytes are over the relay's SIZE limit of " +
-                 std::to_string(*extensions_.size_limit);
-      co_return o;
+      co_return unable(Stage::mail, Verdict::failed,
+                       "the message's " + std::to_string(body.size()) +
+                           " bytes are over the relay's SIZE limit of " +
+                           std::to_string(*extensions_.size_limit));
     }
     const std::string mail = smtp::mail_command(email.envelope_from, body.size(),
                                                 smtp::has_eight_bit(email.mime), utf8, extensions_);
