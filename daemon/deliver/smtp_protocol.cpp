@@ -88,16 +88,15 @@ std::optional<Reply> parse_reply(std::string_view input, std::size_t& consumed) 
 
 Extensions parse_ehlo(const Reply& reply) {
   Extensions x;
+  // The first line is the server's greeting, not an extension.
   std::string_view text = reply.text;
-  bool first = true;  // the first line is the server's greeting, not an extension
-  while (!text.empty() || first) {
+  auto greeting_end = text.find('\n');
+  text =
+      greeting_end == std::string_view::npos ? std::string_view() : text.substr(greeting_end + 1);
+  while (!text.empty()) {
     auto nl = text.find('\n');
     std::string_view line = text.substr(0, nl);
     text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
-    if (first) {
-      first = false;
-      continue;
-    }
     auto [word, params] = keyword(line);
     if (iequals(word, "PIPELINING")) {
       x.pipelining = true;
