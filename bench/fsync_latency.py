@@ -5,14 +5,21 @@ writes a 4 MiB file of zeros and fsyncs it every second beside it, as the journa
 thread does. With --threads=N, N threads each loop on a file of their own at once: whether the
 device overlaps flushes or takes them one at a time (then N threads get little more syncs per
 second than one, each waiting N times as long). Prints syncs per second, p50, p99, p99.9, max
-and the share of time spent in syncs over 2 ms.
+and the share of time spent in syncs over 2 ms. With --direct, the file is opened with O_DIRECT
+and each write is a whole 4 KB block from aligned memory, as the hit journal writes where the
+file system takes O_DIRECT.
 
-    bench/fsync_latency.py DIR [SECONDS] [--zeroing] [--threads=N]   (DIR: paths.state's filesystem)
+    bench/fsync_latency.py DIR [SECONDS] [--zeroing] [--threads=N] [--direct]
+        (DIR: paths.state's filesystem)
 """
+import mmap
 import os
 import sys
 import threading
 import time
+
+
+DIRECT = "--direct" in sys.argv
 
 
 def zero_loop(directory):
@@ -36,6 +43,11 @@ def sync_loop(path, seconds, out):
             os.write(fd, b"\0" * (4 << 20))
         os.fsync(fd)
         line = b"x" * 3000
+        if DIRECT:
+            os.close(fd)
+            fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+            line = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT wants
+            line.write(b"x" * 4096)
         offset = 0
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -44,6 +56,8 @@ def sync_loop(path, seconds, out):
             os.fdatasync(fd)
             latencies.append(time.perf_counter() - start)
             offset = (offset + len(line)) % (size - len(line))
+            if DIRECT:
+                offset -= offset % 4096
     finally:
         os.close(fd)
         os.unlink(path)
@@ -85,9 +99,10 @@ def main():
     slow = sum(x for x in latencies if x > 0.002) / sum(latencies)
     latencies.sort()
     n = len(latencies)
-    print("%d thread(s), %d syncs, %.0f a second: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, "
+    print("%s%d thread(s), %d syncs, %.0f a second: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, "
           "max %.2f ms; %.1f%% of the time in syncs over 2 ms"
-          % (threads, n, n / seconds, latencies[n // 2] * 1e3, latencies[n * 99 // 100] * 1e3,
+          % ("O_DIRECT, " if DIRECT else "", threads, n, n / seconds, latencies[n // 2] * 1e3,
+             latencies[n * 99 // 100] * 1e3,
              latencies[n * 999 // 1000] * 1e3, latencies[-1] * 1e3, 100 * slow))
 
 

@@ -217,6 +217,25 @@ TEST_F(HitJournalTest, WhileTheDatabaseRefusesHitsAreStillAnsweredAndTheNextStar
   EXPECT_EQ(clicks(), 5) << "a second replay counts nothing twice";
 }
 
+// Each hit answered alone is a write of its own, so the segment's last block is written again
+// and again and lines cross block boundaries: whatever was answered must be on disk for the
+// next start.
+TEST_F(HitJournalTest, HitsWrittenOneByOneAcrossBlocksAreAllOnDiskForTheNextStart) {
+  exec("ALTER TABLE hit_journal RENAME TO hit_journal_away");
+  constexpr int kHits = 60;  // about 9 KB of lines: three blocks
+  {
+    HitJournal journal(dir_.path() / "hits", "host:1", *engagement_);
+    for (int i = 0; i < kHits; ++i)
+      ASSERT_EQ(answer(journal, hit(static_cast<std::size_t>(i % 3), i % 2 == 0)), nullptr);
+    EXPECT_EQ(journal.bypassed(), 0u);
+    journal.stop(milliseconds(0));
+  }
+  exec("ALTER TABLE hit_journal_away RENAME TO hit_journal");
+  EXPECT_EQ(replay_dead_hit_journals(dir_.path() / "hits", *engagement_), std::size_t{kHits});
+  EXPECT_EQ(clicks(), kHits / 2);
+  EXPECT_EQ(opens(), kHits / 2);
+}
+
 TEST_F(HitJournalTest, AReplaySkipsWhatTheDatabaseAlreadyHasAndATornLastLine) {
   // What a daemon killed after recording lines 1-3 leaves: two segments, the second ending in
   // a torn line.
