@@ -19,7 +19,13 @@ std::string describe(const std::exception_ptr& error) {
 }
 
 Response json_error(int status, std::string_view message) {
-  return Response{status, "application/json", nlohmann::json{{"error", message}}.dump(), {}};
+  // Messages quote what was sent (a parser's "last read", a path, a query value), which need
+  // not be UTF-8: a strict dump() would throw, turning a 400 or 404 into a 500.
+  return Response{status,
+                  "application/json",
+                  nlohmann::json{{"error", message}}.dump(-1, ' ', false,
+                                                          nlohmann::json::error_handler_t::replace),
+                  {}};
 }
 
 Response failure_response(const std::exception_ptr& error, std::string_view context) {

@@ -118,9 +118,10 @@ void Tracker::answer(Kind kind, const Found& found, bool head, const std::string
     reply(link_gone_page());
     return;
   }
-  // A HEAD of the pixel is a client checking it exists, not a reader's open.
-  if (kind == Kind::open && head) {
-    reply(tracking_pixel());
+  // A HEAD is a client checking that the link or the pixel exists (a link checker, a mail
+  // scanner), not a reader's click or open: answered, not recorded.
+  if (head) {
+    reply(kind == Kind::click ? redirect_to(*found.link) : tracking_pixel());
     return;
   }
   store::Hit hit{kind == Kind::click,

@@ -34,13 +34,12 @@ std::optional<std::chrono::seconds> webhook_retry_delay(
   if (failed_attempts < 1 || static_cast<std::size_t>(failed_attempts) > kWebhookSchedule.size()) {
     return std::nullopt;
   }
-  if (retry_after) {
-    return std::clamp(*retry_after, std::chrono::seconds(1), kWebhookSchedule.back());
-  }
   auto base = kWebhookSchedule[static_cast<std::size_t>(failed_attempts - 1)];
   double factor = 0.9 + 0.2 * std::clamp(jitter, 0.0, 1.0);
-  auto jittered = std::llround(static_cast<double>(base.count()) * factor);
-  return std::chrono::seconds(std::max<long long>(1, jittered));
+  auto jittered = std::chrono::seconds(
+      std::max<long long>(1, std::llround(static_cast<double>(base.count()) * factor)));
+  if (retry_after) return std::max(jittered, std::min(*retry_after, kWebhookSchedule.back()));
+  return jittered;
 }
 
 std::optional<std::chrono::seconds> parse_retry_after(long status, std::string_view value,
@@ -61,8 +60,10 @@ std::optional<std::chrono::seconds> parse_retry_after(long status, std::string_v
   std::string text(value);
   time_t at = curl_getdate(text.c_str(), nullptr);
   if (at < 0) return std::nullopt;
-  auto delay = std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::system_clock::from_time_t(at) - now);
+  // In seconds: curl_getdate takes years up to INT_MAX, and from_time_t's nanoseconds overflow
+  // past 2262.
+  const auto delay = std::chrono::seconds(at) -
+                     std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch());
   return std::max(delay, std::chrono::seconds(0));
 }
 

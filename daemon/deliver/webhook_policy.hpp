@@ -36,8 +36,10 @@ inline constexpr std::array<std::chrono::seconds, 9> kWebhookSchedule = {
 // How long to wait after the `failed_attempts`-th failed attempt (1 after the first), or
 // nullopt when the schedule is spent (the endpoint is then disabled). `jitter` in [0, 1) spreads
 // the delay over +-10%, so endpoints that failed together are not retried in lockstep.
-// `retry_after` (from a 429 or 503) replaces the scheduled delay, capped at the schedule's
-// longest step; it does not add attempts.
+// `retry_after` (from a 429 or 503) lengthens the scheduled delay to what the receiver asked
+// for, capped at the schedule's longest step; it never shortens it, and adds no attempts: a
+// receiver that answers every burst with "Retry-After: 1" would otherwise spend the whole
+// schedule, and have its endpoint disabled, within seconds.
 std::optional<std::chrono::seconds> webhook_retry_delay(
     int failed_attempts, double jitter, std::optional<std::chrono::seconds> retry_after = {});
 

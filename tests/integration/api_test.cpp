@@ -154,6 +154,11 @@ TEST_F(ApiTest, UnknownPathIsAJson404) {
   EXPECT_EQ(result->status, 404);
   EXPECT_EQ(result->get_header_value("Content-Type"), "application/json");
   EXPECT_EQ(body_of(result)["error"], "no such endpoint: /v1/nothing-here");
+  // A path that is not UTF-8 is quoted with a replacement character, not a 500.
+  auto bytes = client().Get("/v1/nothing%FF%FE");
+  ASSERT_TRUE(bytes);
+  EXPECT_EQ(bytes->status, 404) << bytes->body;
+  EXPECT_EQ(body_of(bytes)["error"], "no such endpoint: /v1/nothing\uFFFD\uFFFD");
 }
 
 TEST_F(ApiTest, WrongMethodIsAJson405NamingTheAllowedOnes) {

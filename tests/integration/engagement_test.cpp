@@ -228,7 +228,8 @@ TEST_F(EngagementApi, AUserAgentThatIsNotUtf8IsStoredCleanedAndCostsNoOtherHit) 
 
 // The Tracker as the public front uses it: cache misses looked up on another thread, answers
 // given once the hit is durable. Each token's link is resolved once, and again after the kits
-// change; a HEAD of the pixel is not an open; a forged token is answered at once.
+// change; a HEAD of the link or the pixel is not a click or an open; a forged token is
+// answered at once.
 TEST_F(EngagementApi, ATrackerResolvesEachLinkOnceUntilTheKitsChange) {
   std::atomic<int> resolved{0};
   std::atomic<std::uint64_t> kits{1};
@@ -269,6 +270,10 @@ TEST_F(EngagementApi, ATrackerResolvesEachLinkOnceUntilTheKitsChange) {
   EXPECT_EQ(ask("GET", click).status, 302);
   EXPECT_EQ(resolved.load(), 2) << "new kits: the link is resolved again";
   EXPECT_EQ(engagement_of(acme_, "clicks"), 4) << "every click recorded, cached or not";
+  const Response checked = ask("HEAD", click);
+  EXPECT_EQ(checked.status, 302);
+  EXPECT_EQ(checked.headers.at("Location"), kOffer);
+  EXPECT_EQ(engagement_of(acme_, "clicks"), 4) << "a HEAD is not a click";
 
   const auto pixel = "/o/" + render::open_token(kSecret, northwind_);
   EXPECT_EQ(ask("HEAD", pixel).status, 200);
@@ -490,6 +495,9 @@ TEST_F(EngagementApi, MalformedOrOversizedBodiesGet400Or413WithAJsonError) {
           {"/v1/events", R"({"type": "complaint"})"},
           {"/v1/events", R"({"type": "complaint", "email": 42})"},
           {"/v1/leads", "{\"email\": "},
+          // Not UTF-8: the parser's message quotes the byte, and must still be a 400.
+          {"/v1/leads", "{\"email\": \"\xff\"}"},
+          {"/v1/events", "{\"type\": \"complaint\", \"email\": \"\xc3\"}"},
           {"/v1/leads", R"({"partner_id": "acme-it", "email": "dana@example.com"})"},
           {"/v1/leads",
            R"({"partner_id": "acme-it", "email": "d@e.com", "external_id": "c", "stage": "maybe"})"},

@@ -224,6 +224,9 @@ TEST_F(MdfApi, MalformedOrOversizedBodiesAndMissingTokensAreRefused) {
   auto anonymous_report = client().Get("/v1/reports/mdf?period=2026-Q4");
   ASSERT_TRUE(anonymous_report);
   EXPECT_EQ(anonymous_report->status, 401);
+  auto bytes_period = client().Get("/v1/reports/mdf?period=%FF%FE", bearer("finance"));
+  ASSERT_TRUE(bytes_period);
+  EXPECT_EQ(bytes_period->status, 400) << "a period that is not UTF-8 is still a 400";
   EXPECT_EQ(stored_claims(), 0);
 }
 

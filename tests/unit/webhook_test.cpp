@@ -126,11 +126,16 @@ TEST(WebhookPolicy, JitterSpreadsEachDelayByTenPercent) {
   EXPECT_EQ(webhook_retry_delay(1, 0.0), 5s);  // 4.5 s rounds to a whole second
 }
 
-TEST(WebhookPolicy, RetryAfterReplacesTheDelayButNotTheCount) {
+TEST(WebhookPolicy, RetryAfterLengthensTheDelayButNeverShortensItOrAddsAttempts) {
   EXPECT_EQ(webhook_retry_delay(1, 0.5, 90s), 90s);
-  EXPECT_EQ(webhook_retry_delay(1, 0.5, 0s), 1s);
+  EXPECT_EQ(webhook_retry_delay(1, 0.5, 0s), 5s);
   EXPECT_EQ(webhook_retry_delay(2, 0.5, 72h), 24h);  // capped
   EXPECT_EQ(webhook_retry_delay(10, 0.5, 5s), std::nullopt);
+  // A receiver that answers every burst with "Retry-After: 1" still gets the whole schedule,
+  // about three days, before its endpoint is disabled.
+  std::chrono::seconds total{0};
+  for (int attempt = 1; attempt <= 9; ++attempt) total += *webhook_retry_delay(attempt, 0.5, 1s);
+  EXPECT_EQ(total, 5s + 5min + 30min + 2h + 5h + 10h + 14h + 20h + 24h);
 }
 
 TEST(WebhookPolicy, ReadsRetryAfterAsSecondsOrHttpDateOnlyOn429And503) {
@@ -144,6 +149,11 @@ TEST(WebhookPolicy, ReadsRetryAfterAsSecondsOrHttpDateOnlyOn429And503) {
   EXPECT_EQ(parse_retry_after(429, "soon", now), std::nullopt);
   EXPECT_EQ(parse_retry_after(429, "", now), std::nullopt);
   EXPECT_EQ(parse_retry_after(429, "-5", now), std::nullopt);
+  // Past 2262 a time_point of nanoseconds overflows; the delay is plain seconds.
+  const auto far = parse_retry_after(503, "Fri, 31 Dec 9999 23:59:59 GMT", now);
+  ASSERT_TRUE(far.has_value());
+  EXPECT_GT(*far, std::chrono::hours(24) * 365 * 7000);
+  EXPECT_EQ(webhook_retry_delay(1, 0.5, far), 24h);
 }
 
 // ---- SSRF guard --------------------------------------------------------------------------
