@@ -39,6 +39,13 @@ std::chrono::year_month_day parse_date(std::string_view text, const std::string&
 void check_id(const std::string& value, const std::string& where, bool lower_dash_only) {
   if (value.empty()) throw InputError(where, "must not be empty");
   if (value.size() > 200) throw InputError(where, "is longer than 200 characters");
+  // Finance opens the report's CSV in a spreadsheet, which runs a cell starting with one of
+  // these as a formula (=HYPERLINK(...) sending the sheet's data away), quoted or not.
+  if (std::string_view("=+-@").find(value.front()) != std::string_view::npos) {
+    throw InputError(where, "'" + value +
+                                "' must not start with '=', '+', '-' or '@': a spreadsheet "
+                                "would run it as a formula");
+  }
   for (char c : value) {
     const bool ok = lower_dash_only ? ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')
                                     : (c > ' ' && c < 0x7f);

@@ -1,7 +1,6 @@
 #include "model/model.hpp"
 
 #include <array>
-#include <limits>
 
 namespace channeld {
 
@@ -23,8 +22,11 @@ std::int64_t parse_minor_units(std::string_view text, const std::string& where) 
   for (; i < text.size() && text[i] != '.'; ++i) {
     char c = text[i];
     if (c < '0' || c > '9') throw bad();
-    if (whole > (std::numeric_limits<std::int64_t>::max() / 100 - 9) / 10) throw bad();
     whole = whole * 10 + (c - '0');
+    if (whole > kMaxMinorUnits / 100) {
+      throw InputError(where, "'" + std::string(text) +
+                                  "' is more than the largest amount taken, 999999999999.99");
+    }
   }
   if (i == 0) throw bad();
   std::int64_t cents = 0;

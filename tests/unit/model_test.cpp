@@ -24,6 +24,10 @@ TEST(Money, ParsesDecimalStringsIntoMinorUnits) {
   EXPECT_EQ(parse_minor_units("12", "x"), 1200);
   EXPECT_EQ(parse_minor_units("0.5", "x"), 50);
   EXPECT_EQ(parse_minor_units("0.05", "x"), 5);
+  EXPECT_EQ(parse_minor_units("999999999999.99", "x"), kMaxMinorUnits);
+  EXPECT_THROW(parse_minor_units("1000000000000", "x"), InputError);
+  EXPECT_THROW(parse_minor_units("92233720368547758", "x"), InputError);
+  EXPECT_THROW(parse_minor_units("99999999999999999999999", "x"), InputError);
 }
 
 TEST(Money, RefusesAmountsThatAreNotPlainDecimals) {
