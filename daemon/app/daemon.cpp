@@ -13,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -192,6 +193,11 @@ class Daemon {
         planner_(store_),
         proof_planner_(store_),
         owner_(options.owner.empty() ? default_owner() : options.owner) {
+    // A peer that resets its connection while channeld writes (a relay, a webhook endpoint, an
+    // API client) must cost that connection an EPIPE, not the process its life. systemd ignores
+    // SIGPIPE for its services; a daemon started from a shell would not, and libcurl, told
+    // CURLOPT_NOSIGNAL, leaves it to the application.
+    std::signal(SIGPIPE, SIG_IGN);
     auto applied = store_.migrate();
     if (!applied.empty()) spdlog::info("database: applied {} migrations", applied.size());
     std::vector<std::string> problems;

@@ -88,6 +88,15 @@ Dispatcher::Dispatcher(asio::io_context& io, asio::thread_pool& db_pool, store::
   batch_size_ = static_cast<std::size_t>(config.delivery.batch_size);
   lease_ = config.delivery.lease;
   transfer_timeout_ = config.smtp.timeout;
+  webhook_timeout_ = webhooks_ != nullptr
+                         ? std::chrono::ceil<std::chrono::seconds>(webhooks_->transfer_timeout())
+                         : std::chrono::seconds(0);
+  if (webhooks_ != nullptr && lease_ <= webhook_timeout_ + kRecordMargin) {
+    spdlog::warn(
+        "delivery.lease ({}s) leaves no time for a webhook: a request may take {}s and must end "
+        "before the lease does; webhook messages will go back to the queue unsent",
+        lease_.count(), webhook_timeout_.count());
+  }
   if (lease_ <= transfer_timeout_ + kRecordMargin) {
     spdlog::warn(
         "delivery.lease ({}s) leaves no time to send: a send may take smtp.timeout ({}s) and "
@@ -154,12 +163,12 @@ void Dispatcher::claim() {
     const SysTime now = clock_();
     // Taken before the claim, so the lease ends no earlier than assumed: a send that starts by
     // the deadline ends, timeout included, with a margin to record its verdict before it does.
-    const auto deadline =
-        std::chrono::steady_clock::now() + lease_ - transfer_timeout_ - kRecordMargin;
+    const auto lease_end = std::chrono::steady_clock::now() + lease_ - kRecordMargin;
     try {
       auto rows = store_.claim(owner_, batch_size_, now, lease_);
       Prepared prepared = prepare(std::move(rows), now);
-      for (auto& ready : prepared.ready) ready.email.deadline = deadline;
+      for (auto& ready : prepared.ready)
+        ready.email.deadline = lease_end - (ready.webhook ? webhook_timeout_ : transfer_timeout_);
       asio::post(io_, [this, p = std::move(prepared)]() mutable { on_claimed(std::move(p)); });
     } catch (const std::exception& e) {
       asio::post(io_, [this, error = std::string(e.what())] {
@@ -336,7 +345,10 @@ void Dispatcher::on_claimed(Prepared prepared) {
     return;
   }
   for (auto& o : prepared.settled) settle(std::move(o));
-  for (auto& r : prepared.ready) ready_.push_back(std::move(r));
+  for (auto& r : prepared.ready) {
+    if (r.webhook) ++ready_webhooks_;
+    ready_.push_back(std::move(r));
+  }
   update_idle();
   pump();
   if (prepared.claimed == batch_size_) {
@@ -354,13 +366,28 @@ void Dispatcher::pump() {
   const auto now = deliver::TokenBucket::Clock::now();
   auto shortest_wait = deliver::TokenBucket::Clock::duration::max();
   const std::size_t room = connector_.parallelism() * (1 + kQueuedPerConnection);
-  for (auto it = ready_.begin(); it != ready_.end() && connector_.in_flight() < room;) {
+  // Webhooks have a connector, and so a room, of their own: a slow endpoint's rows wait here,
+  // where the deadline below still applies, not in its queue.
+  const std::size_t webhook_room =
+      webhooks_ != nullptr ? webhooks_->parallelism() * (1 + kQueuedPerConnection) : 0;
+  for (auto it = ready_.begin(); it != ready_.end();) {
+    const bool email_full = connector_.in_flight() >= room;
+    // (No webhook row left counts as full: a full email connector then ends the walk at once,
+    // as before webhooks had a room of their own.)
+    const bool webhooks_full =
+        webhooks_ == nullptr || ready_webhooks_ == 0 || webhooks_->in_flight() >= webhook_room;
+    if (email_full && webhooks_full) break;
     if (now > it->email.deadline) {
       auto o = make_outcome(it->email.id, store::OutcomeKind::deferred,
                             "lease nearly expired before sending; returned to the queue");
       o.retry_at = clock_();
       settle(std::move(o));
+      if (it->webhook) --ready_webhooks_;
       it = ready_.erase(it);
+      continue;
+    }
+    if (it->webhook ? webhooks_full : email_full) {
+      ++it;
       continue;
     }
     auto wait = limits_.wait(it->email.partner_id, it->domain, now);
@@ -373,8 +400,10 @@ void Dispatcher::pump() {
     Ready ready = std::move(*it);
     it = ready_.erase(it);
     if (ready.webhook) {
+      --ready_webhooks_;
       deliver::WebhookRequest request = std::move(*ready.webhook);
       ready.webhook.reset();
+      request.deadline = ready.email.deadline;
       webhooks_->send(std::move(request),
                       [this, r = std::move(ready)](deliver::WebhookResult result) {
                         on_webhook_answered(r, result);
@@ -574,6 +603,7 @@ void Dispatcher::stop(std::chrono::seconds grace, std::function<void()> done) {
     // Rendered but not handed over: still leased, released below.
     in_hand_ -= ready_.size();
     ready_.clear();
+    ready_webhooks_ = 0;
     grace_timer_.expires_after(grace);
     grace_timer_.async_wait([this](boost::system::error_code ec) {
       if (ec == asio::error::operation_aborted || in_flight() == 0) return;

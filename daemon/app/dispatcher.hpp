@@ -127,6 +127,7 @@ class Dispatcher {
   std::size_t batch_size_;
   std::chrono::seconds lease_;
   std::chrono::seconds transfer_timeout_;  // smtp.timeout: how long a started send may take
+  std::chrono::seconds webhook_timeout_;   // the same for a webhook request
   RetryPolicy policy_;
   deliver::RateLimits limits_;
 
@@ -153,6 +154,7 @@ class Dispatcher {
   Throughput throughput_;
   std::size_t in_hand_ = 0;  // leased by us and not yet recorded
   std::deque<Ready> ready_;
+  std::size_t ready_webhooks_ = 0;        // rows of ready_ that are webhooks
   std::vector<store::Outcome> outcomes_;  // verdicts waiting to be recorded
   std::function<void()> on_stopped_;
 };

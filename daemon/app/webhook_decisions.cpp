@@ -18,7 +18,13 @@ WebhookSettlement settle_webhook(std::int64_t id, const deliver::WebhookResult& 
       s.disable_reason = "410 Gone";
       break;
     case WebhookVerdict::retry:
-      if (auto delay = deliver::webhook_retry_delay(attempts, jitter, result.retry_after)) {
+      if (result.abandoned) {
+        // The daemon stopped, or the request waited too long: the endpoint did nothing wrong,
+        // so the attempt is given back (as email's unsent), and a shutdown can never spend the
+        // schedule and disable it.
+        s.outcome.kind = OutcomeKind::deferred;
+        s.outcome.retry_at = now;
+      } else if (auto delay = deliver::webhook_retry_delay(attempts, jitter, result.retry_after)) {
         s.outcome.kind = OutcomeKind::retry;
         s.outcome.retry_at = now + *delay;
       } else {

@@ -138,6 +138,11 @@ class Connector final : public WebhookConnector {
 
   void send(WebhookRequest request, Done done) override;
   std::size_t in_flight() const override { return pending_.size(); }
+  // Read by the worker too: settings_ never changes.
+  std::size_t parallelism() const override {
+    return static_cast<std::size_t>(std::max(1, settings_.max_connections));
+  }
+  std::chrono::milliseconds transfer_timeout() const override { return settings_.timeout; }
   void cancel_all() override;
 
  private:
@@ -226,6 +231,7 @@ void Connector::cancel_all() {
     WebhookResult result;
     result.id = pending.id;
     result.verdict = WebhookVerdict::retry;
+    result.abandoned = true;
     result.detail = "cancelled before the endpoint answered";
     pending.done(std::move(result));
     if (alive.expired()) return;
@@ -270,10 +276,18 @@ void Connector::run() {
         }
       }
     }
-    while (!waiting_.empty() &&
-           running_.size() < static_cast<std::size_t>(std::max(1, settings_.max_connections))) {
+    while (!waiting_.empty() && running_.size() < parallelism()) {
       auto t = std::move(waiting_.front());
       waiting_.pop_front();
+      if (SteadyClock::now() > t->request.deadline) {
+        WebhookResult result;
+        result.id = t->request.id;
+        result.verdict = WebhookVerdict::retry;
+        result.abandoned = true;
+        result.detail = "not started: its deadline passed while it waited for a connection";
+        report(t->ticket, std::move(result));
+        continue;
+      }
       start(std::move(t));
     }
     int still_running = 0;

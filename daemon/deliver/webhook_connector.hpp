@@ -35,6 +35,9 @@ struct WebhookRequest {
   std::string webhook_id;  // webhook_id(idempotency key): the same on every attempt
   std::string key;         // the partner's signing key (decoded secret); never logged
   std::string body;        // JSON
+  // Not started after this (it waited for a connection too long): reported `abandoned`, so
+  // that the dispatcher's lease on the row never runs out under a transfer.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
 struct WebhookResult {
@@ -43,6 +46,9 @@ struct WebhookResult {
   long status = 0;                                  // HTTP status, 0 if none
   std::optional<std::chrono::seconds> retry_after;  // from a 429 or 503
   bool address_refused = false;                     // the SSRF guard refused every address
+  // Given up before an answer, by cancel_all() (shutdown) or because its deadline passed
+  // before it started: says nothing about the endpoint, so it costs no attempt of the schedule.
+  bool abandoned = false;
   std::string detail;  // "HTTP 500: <start of the body>", a curl error or the guard's reason
   std::chrono::microseconds latency{0};
 };
@@ -63,9 +69,12 @@ class WebhookConnector {
   virtual void send(WebhookRequest request, Done done) = 0;
   // Requests sent and not yet reported through `done`.
   virtual std::size_t in_flight() const = 0;
+  // Requests it runs at once (more wait in order), and the longest one may take.
+  virtual std::size_t parallelism() const = 0;
+  virtual std::chrono::milliseconds transfer_timeout() const = 0;
   // Abandons every request still running or waiting; each one's `done` gets
-  // WebhookVerdict::retry, from inside cancel_all(). The receiver may still have got it: the
-  // webhook-id lets it drop the duplicate.
+  // WebhookVerdict::retry with `abandoned` set, from inside cancel_all(). The receiver may
+  // still have got it: the webhook-id lets it drop the duplicate.
   virtual void cancel_all() = 0;
 };
 

@@ -273,7 +273,31 @@ TEST(WebhookConnector, AnEndpointThatNeverAnswersTimesOutAndIsRetried) {
   EXPECT_EQ(result.verdict, WebhookVerdict::retry);
   EXPECT_EQ(result.status, 0);
   EXPECT_NE(result.detail.find("imed out"), std::string::npos) << result.detail;
+  EXPECT_FALSE(result.abandoned) << "a timeout is the endpoint's failure";
   EXPECT_LT(std::chrono::steady_clock::now() - started, 20s);
+}
+
+// A request that could not start before its deadline (the dispatcher's lease on the row would
+// run out under it) is given back unsent, and the endpoint never sees it.
+TEST(WebhookConnector, ARequestPastItsDeadlineIsAbandonedUnsent) {
+  WebhookReceiver receiver(answering());
+  if (!receiver.available()) return;
+  boost::asio::io_context io;
+  auto connector = make_webhook_connector(io, loopback_allowed());
+  EXPECT_EQ(connector->parallelism(), 8u);
+  EXPECT_EQ(connector->transfer_timeout(), 10s);
+  WebhookRequest late = request(1, receiver.url());
+  late.deadline = std::chrono::steady_clock::now() - 1s;
+  auto results = run(io, *connector, {std::move(late), request(2, receiver.url())});
+  ASSERT_EQ(results.size(), 2u);
+  std::map<std::int64_t, WebhookResult> by_id;
+  for (auto& r : results) by_id[r.id] = r;
+  EXPECT_EQ(by_id[1].verdict, WebhookVerdict::retry);
+  EXPECT_TRUE(by_id[1].abandoned);
+  EXPECT_NE(by_id[1].detail.find("deadline"), std::string::npos) << by_id[1].detail;
+  EXPECT_EQ(by_id[2].verdict, WebhookVerdict::delivered) << by_id[2].detail;
+  EXPECT_FALSE(by_id[2].abandoned);
+  EXPECT_EQ(receiver.requests().size(), 1u) << "the late one never reached the endpoint";
 }
 
 TEST(WebhookConnector, CancelAllReportsEveryRequestStillWaiting) {
@@ -291,7 +315,10 @@ TEST(WebhookConnector, CancelAllReportsEveryRequestStillWaiting) {
   connector->cancel_all();
   EXPECT_EQ(connector->in_flight(), 0u);
   ASSERT_EQ(results.size(), 5u);
-  for (const auto& [id, r] : results) EXPECT_EQ(r.verdict, WebhookVerdict::retry) << id;
+  for (const auto& [id, r] : results) {
+    EXPECT_EQ(r.verdict, WebhookVerdict::retry) << id;
+    EXPECT_TRUE(r.abandoned) << id << ": a cancelled attempt must not count";
+  }
   // Nothing more arrives later, and destroying the connector with transfers cancelled is clean.
   io.restart();
   io.run_for(200ms);

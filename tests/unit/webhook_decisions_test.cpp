@@ -48,6 +48,19 @@ TEST(SettleWebhook, RetryAfterSetsTheNextAttempt) {
   EXPECT_EQ(s.outcome.retry_at, t0 + 600s);
 }
 
+// A shutdown that cancels the last scheduled attempt must not disable a healthy endpoint, and
+// no cancelled attempt may count.
+TEST(SettleWebhook, ACancelledAttemptIsGivenBackAndNeverDisablesTheEndpoint) {
+  auto cancelled = answer(WebhookVerdict::retry, 0, "cancelled before the endpoint answered");
+  cancelled.abandoned = true;
+  for (int attempts : {1, kWebhookAttempts}) {
+    auto s = settle_webhook(42, cancelled, attempts, t0, 0.5);
+    EXPECT_EQ(s.outcome.kind, OutcomeKind::deferred) << attempts;
+    EXPECT_EQ(s.outcome.retry_at, t0);
+    EXPECT_FALSE(s.disable_reason.has_value()) << attempts;
+  }
+}
+
 TEST(SettleWebhook, GoneFailsTheMessageAndDisablesTheEndpoint) {
   auto s = settle_webhook(42, answer(WebhookVerdict::disable, 410, "HTTP 410"), 1, t0, 0.5);
   EXPECT_EQ(s.outcome.kind, OutcomeKind::failed);
