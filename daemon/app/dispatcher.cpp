@@ -374,8 +374,11 @@ void Dispatcher::pump() {
     const bool email_full = connector_.in_flight() >= room;
     // (No webhook row left counts as full: a full email connector then ends the walk at once,
     // as before webhooks had a room of their own.)
+    // Its own requests only: the event feed shares the connector, and a completion of the
+    // feed's never calls pump(), so counting those could leave rows here with nothing to
+    // wake them.
     const bool webhooks_full =
-        webhooks_ == nullptr || ready_webhooks_ == 0 || webhooks_->in_flight() >= webhook_room;
+        webhooks_ == nullptr || ready_webhooks_ == 0 || webhooks_in_flight_ >= webhook_room;
     if (email_full && webhooks_full) break;
     if (now > it->email.deadline) {
       auto o = make_outcome(it->email.id, store::OutcomeKind::deferred,
@@ -404,6 +407,7 @@ void Dispatcher::pump() {
       deliver::WebhookRequest request = std::move(*ready.webhook);
       ready.webhook.reset();
       request.deadline = ready.email.deadline;
+      ++webhooks_in_flight_;
       webhooks_->send(std::move(request),
                       [this, r = std::move(ready)](deliver::WebhookResult result) {
                         on_webhook_answered(r, result);
@@ -461,6 +465,7 @@ void Dispatcher::count_sent() {
 }
 
 void Dispatcher::on_webhook_answered(const Ready& ready, const deliver::WebhookResult& result) {
+  --webhooks_in_flight_;
   metrics_.send_latency().observe(std::chrono::duration<double>(result.latency).count());
   // Spreads retries of endpoints that failed together; reproducible per message and attempt.
   const auto mix = static_cast<std::uint64_t>(ready.email.id) * 0x9E3779B97F4A7C15ULL +

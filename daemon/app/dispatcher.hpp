@@ -155,6 +155,7 @@ class Dispatcher {
   std::size_t in_hand_ = 0;  // leased by us and not yet recorded
   std::deque<Ready> ready_;
   std::size_t ready_webhooks_ = 0;        // rows of ready_ that are webhooks
+  std::size_t webhooks_in_flight_ = 0;    // handed to the webhook connector, not yet answered
   std::vector<store::Outcome> outcomes_;  // verdicts waiting to be recorded
   std::function<void()> on_stopped_;
 };

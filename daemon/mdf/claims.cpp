@@ -36,16 +36,29 @@ std::chrono::year_month_day parse_date(std::string_view text, const std::string&
 
 // Ids travel into reasons, file names of nobody and CSV cells: printable ASCII without spaces
 // keeps every one of them unambiguous.
+bool plain_id(std::string_view value) {
+  return std::all_of(value.begin(), value.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+  });
+}
+
+// Finance opens the report's CSV in a spreadsheet, which runs a cell starting with '=', '+',
+// '-' or '@' as a formula (=HYPERLINK(...) sending the sheet's data away), quoted or not. A
+// plain id such as a kit's "-beta" makes no formula that does anything, so a leading '-' is
+// refused only with other characters.
+void check_not_formula(const std::string& value, const std::string& where) {
+  if (value.empty() || std::string_view("=+-@").find(value.front()) == std::string_view::npos)
+    return;
+  if (value.front() == '-' && plain_id(value)) return;
+  throw InputError(where, "'" + value +
+                              "' must not start with '=', '+', '-' or '@': a spreadsheet would "
+                              "run it as a formula");
+}
+
 void check_id(const std::string& value, const std::string& where, bool lower_dash_only) {
   if (value.empty()) throw InputError(where, "must not be empty");
   if (value.size() > 200) throw InputError(where, "is longer than 200 characters");
-  // Finance opens the report's CSV in a spreadsheet, which runs a cell starting with one of
-  // these as a formula (=HYPERLINK(...) sending the sheet's data away), quoted or not.
-  if (std::string_view("=+-@").find(value.front()) != std::string_view::npos) {
-    throw InputError(where, "'" + value +
-                                "' must not start with '=', '+', '-' or '@': a spreadsheet "
-                                "would run it as a formula");
-  }
   for (char c : value) {
     const bool ok = lower_dash_only ? ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')
                                     : (c > ' ' && c < 0x7f);
@@ -154,7 +167,9 @@ std::string date_text(std::chrono::year_month_day day) {
   return buffer;
 }
 
-Claim parse_claim(const std::map<std::string, std::string>& fields, const std::string& where) {
+Claim parse_claim(const std::map<std::string, std::string>& fields, const std::string& where,
+                  ClaimSource source) {
+  const bool intake = source == ClaimSource::intake;
   auto field = [&](std::string_view name, bool required = true) -> std::string {
     auto it = fields.find(std::string(name));
     std::string value = it == fields.end() ? "" : trimmed(it->second);
@@ -172,6 +187,10 @@ Claim parse_claim(const std::map<std::string, std::string>& fields, const std::s
   check_id(c.partner_id, at("partner_id"), true);
   c.kit_id = field("kit_id");
   check_id(c.kit_id, at("kit_id"), false);
+  if (intake) {
+    check_not_formula(c.claim_id, at("claim_id"));
+    check_not_formula(c.kit_id, at("kit_id"));
+  }
   c.period = parse_period(field("period"), at("period"));
   c.activity_start = parse_date(field("activity_start"), at("activity_start"));
   c.activity_end = parse_date(field("activity_end"), at("activity_end"));
@@ -179,8 +198,9 @@ Claim parse_claim(const std::map<std::string, std::string>& fields, const std::s
     throw InputError(at("activity_end"), date_text(c.activity_end) + " is before activity_start " +
                                              date_text(c.activity_start));
   }
-  c.amount_claimed = parse_minor_units(field("amount_claimed"), at("amount_claimed"));
-  c.actual_spend = parse_minor_units(field("actual_spend"), at("actual_spend"));
+  const std::int64_t most = intake ? kMaxMinorUnits : std::numeric_limits<std::int64_t>::max();
+  c.amount_claimed = parse_minor_units(field("amount_claimed"), at("amount_claimed"), most);
+  c.actual_spend = parse_minor_units(field("actual_spend"), at("actual_spend"), most);
   c.currency = field("currency");
   if (c.currency.size() != 3 || !std::all_of(c.currency.begin(), c.currency.end(),
                                              [](char ch) { return ch >= 'A' && ch <= 'Z'; })) {
@@ -189,6 +209,7 @@ Claim parse_claim(const std::map<std::string, std::string>& fields, const std::s
   }
   c.invoice_ref = field("invoice_ref", false);
   if (!c.invoice_ref.empty()) check_id(c.invoice_ref, at("invoice_ref"), false);
+  if (intake) check_not_formula(c.invoice_ref, at("invoice_ref"));
   return c;
 }
 

@@ -65,9 +65,14 @@ struct ClaimRow {
   std::string error;  // "amount_claimed: '12,50' is not an amount: ..." when !claim
 };
 
+// Where a claim's fields come from. Rules added over time (the amount cap, ids a spreadsheet
+// would run as formulas) refuse new claims only: a claim stored before them must still be read.
+enum class ClaimSource { intake, stored };
+
 // Builds a claim from field values by name (absent = missing). Throws InputError naming `where`
 // and the field. Amounts at most two decimals; ids as the contract writes them.
-Claim parse_claim(const std::map<std::string, std::string>& fields, const std::string& where);
+Claim parse_claim(const std::map<std::string, std::string>& fields, const std::string& where,
+                  ClaimSource source = ClaimSource::intake);
 
 // Reads a whole claims CSV (RFC 4180, header row with at least the contract's columns, any
 // order; extra columns ignored). A bad header throws InputError naming the file; a bad row is

@@ -11,10 +11,14 @@ bool path_within(std::string_view file, std::string_view folder) {
   return file.size() == folder.size() || file[folder.size()] == '/' || folder == "/";
 }
 
-std::int64_t parse_minor_units(std::string_view text, const std::string& where) {
+std::int64_t parse_minor_units(std::string_view text, const std::string& where, std::int64_t most) {
   auto bad = [&] {
     return InputError(where, "'" + std::string(text) +
                                  "' is not an amount: write a decimal string such as \"5000.00\"");
+  };
+  auto too_large = [&] {
+    return InputError(where, "'" + std::string(text) + "' is more than the largest amount taken, " +
+                                 format_minor_units(most));
   };
   if (text.empty()) throw bad();
   std::int64_t whole = 0;
@@ -22,11 +26,8 @@ std::int64_t parse_minor_units(std::string_view text, const std::string& where) 
   for (; i < text.size() && text[i] != '.'; ++i) {
     char c = text[i];
     if (c < '0' || c > '9') throw bad();
-    whole = whole * 10 + (c - '0');
-    if (whole > kMaxMinorUnits / 100) {
-      throw InputError(where, "'" + std::string(text) +
-                                  "' is more than the largest amount taken, 999999999999.99");
-    }
+    whole = whole * 10 + (c - '0');  // at most most / 10 + 9 here: no overflow
+    if (whole > most / 100) throw too_large();
   }
   if (i == 0) throw bad();
   std::int64_t cents = 0;
@@ -38,6 +39,7 @@ std::int64_t parse_minor_units(std::string_view text, const std::string& where) 
     }
     cents = (frac[0] - '0') * 10 + (frac.size() == 2 ? frac[1] - '0' : 0);
   }
+  if (whole * 100 > most - cents) throw too_large();  // whole * 100 <= most here
   return whole * 100 + cents;
 }
 

@@ -49,15 +49,15 @@ struct Money {
   friend bool operator==(const Money&, const Money&) = default;
 };
 
-// The largest amount taken anywhere (claims, leads, funds, kit terms): 999,999,999,999.99.
-// No campaign spends a trillion, and under this cap millions of amounts still add up inside
-// int64 (a partner posting huge leads cannot overflow finance's totals).
-inline constexpr std::int64_t kMaxMinorUnits = 99'999'999'999'999;
+// The largest amount taken as input (claims, leads, funds, kit terms): 9,999,999,999.99. No
+// campaign spends ten billion, and under this cap over nine million amounts still add up
+// inside int64: a partner posting huge leads or claims cannot overflow finance's totals.
+inline constexpr std::int64_t kMaxMinorUnits = 999'999'999'999;
 
 // Parses "5000.00", "12", "0.5" (at most two decimals) into minor units. Throws InputError
-// naming `where` on anything else (signs, exponents, three decimals, empty, over
-// kMaxMinorUnits).
-std::int64_t parse_minor_units(std::string_view text, const std::string& where);
+// naming `where` on anything else (signs, exponents, three decimals, empty, over `most`).
+std::int64_t parse_minor_units(std::string_view text, const std::string& where,
+                               std::int64_t most = kMaxMinorUnits);
 // 123456 -> "1234.56"; -5 -> "-0.05".
 std::string format_minor_units(std::int64_t minor);
 

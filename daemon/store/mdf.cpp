@@ -32,7 +32,8 @@ StoredClaim claim_from_row(const soci::row& r) {
       {"actual_spend", format_minor_units(r.get<long long>(8))},
       {"currency", r.get<std::string>(9)},
       {"invoice_ref", r.get<std::string>(10)}};
-  stored.claim = mdf::parse_claim(fields, "mdf_claim " + std::to_string(stored.id));
+  stored.claim =
+      mdf::parse_claim(fields, "mdf_claim " + std::to_string(stored.id), mdf::ClaimSource::stored);
   stored.source = r.get<std::string>(11);
   stored.received_at = from_epoch(r.get<long long>(12));
   return stored;

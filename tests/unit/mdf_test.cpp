@@ -409,14 +409,37 @@ TEST(ClaimsCsv, RefusesIdsASpreadsheetWouldRunAsFormulas) {
           "2026-12-01,2026-12-20,1,2,USD,\n"
           "C-2,acme-it,+cloud,2026-Q4,2026-12-01,2026-12-20,1,2,USD,\n"
           "C-3,acme-it,cloud,2026-Q4,2026-12-01,2026-12-20,1,2,USD,@SUM(1)\n"
-          "C-4,acme-it,cloud,2026-Q4,2026-12-01,2026-12-20,1,2,USD,INV-=1\n",
+          "C-4,acme-it,cloud,2026-Q4,2026-12-01,2026-12-20,1,2,USD,INV-=1\n"
+          "-1+1,acme-it,cloud,2026-Q4,2026-12-01,2026-12-20,1,2,USD,\n"
+          "C-6,acme-it,-beta,2026-Q4,2026-12-01,2026-12-20,1,2,USD,-7\n",
       "q.csv");
-  ASSERT_EQ(rows.size(), 4u);
+  ASSERT_EQ(rows.size(), 6u);
   EXPECT_THAT(rows[0].error, HasSubstr("claim_id: '=HYPERLINK("));
   EXPECT_THAT(rows[0].error, HasSubstr("would run it as a formula"));
   EXPECT_THAT(rows[1].error, HasSubstr("kit_id: '+cloud' must not start with"));
   EXPECT_THAT(rows[2].error, HasSubstr("invoice_ref: '@SUM(1)' must not start with"));
   EXPECT_TRUE(rows[3].claim) << "inside an id the characters are harmless: " << rows[3].error;
+  EXPECT_THAT(rows[4].error, HasSubstr("claim_id: '-1+1' must not start with"));
+  EXPECT_TRUE(rows[5].claim) << "a plain id may start with '-': " << rows[5].error;
+}
+
+// A claim stored before a rule was added is still read back (the store reads every claim
+// through parse_claim): the rules refuse new claims only.
+TEST(ClaimsCsv, RulesForNewClaimsDoNotRefuseStoredOnes) {
+  const std::map<std::string, std::string> fields{{"claim_id", "=old"},
+                                                  {"partner_id", "acme-it"},
+                                                  {"kit_id", "cloud"},
+                                                  {"period", "2026-Q4"},
+                                                  {"activity_start", "2026-12-01"},
+                                                  {"activity_end", "2026-12-20"},
+                                                  {"amount_claimed", "20000000000.00"},
+                                                  {"actual_spend", "1.00"},
+                                                  {"currency", "USD"},
+                                                  {"invoice_ref", "@INV"}};
+  EXPECT_THROW(parse_claim(fields, "q.csv:2"), InputError);
+  const Claim stored = parse_claim(fields, "mdf_claim 7", ClaimSource::stored);
+  EXPECT_EQ(stored.claim_id, "=old");
+  EXPECT_EQ(stored.amount_claimed, 2'000'000'000'000);
 }
 
 TEST(ClaimsJson, ReadsAnObjectOrAnArrayAndReportsEachBadClaim) {

@@ -1,6 +1,8 @@
+#include "model/model.hpp"
+
 #include <gtest/gtest.h>
 
-#include "model/model.hpp"
+#include <limits>
 
 namespace channeld {
 namespace {
@@ -24,8 +26,16 @@ TEST(Money, ParsesDecimalStringsIntoMinorUnits) {
   EXPECT_EQ(parse_minor_units("12", "x"), 1200);
   EXPECT_EQ(parse_minor_units("0.5", "x"), 50);
   EXPECT_EQ(parse_minor_units("0.05", "x"), 5);
-  EXPECT_EQ(parse_minor_units("999999999999.99", "x"), kMaxMinorUnits);
-  EXPECT_THROW(parse_minor_units("1000000000000", "x"), InputError);
+  EXPECT_EQ(parse_minor_units("9999999999.99", "x"), kMaxMinorUnits);
+  EXPECT_THROW(parse_minor_units("10000000000", "x"), InputError);
+  EXPECT_EQ(parse_minor_units("92233720368547758", "x", std::numeric_limits<std::int64_t>::max()),
+            9223372036854775800);
+  EXPECT_EQ(
+      parse_minor_units("92233720368547758.07", "x", std::numeric_limits<std::int64_t>::max()),
+      std::numeric_limits<std::int64_t>::max());
+  EXPECT_THROW(
+      parse_minor_units("92233720368547758.08", "x", std::numeric_limits<std::int64_t>::max()),
+      InputError);
   EXPECT_THROW(parse_minor_units("92233720368547758", "x"), InputError);
   EXPECT_THROW(parse_minor_units("99999999999999999999999", "x"), InputError);
 }
