@@ -372,11 +372,10 @@ void Dispatcher::pump() {
       webhooks_ != nullptr ? webhooks_->parallelism() * (1 + kQueuedPerConnection) : 0;
   for (auto it = ready_.begin(); it != ready_.end();) {
     const bool email_full = connector_.in_flight() >= room;
-    // (No webhook row left counts as full: a full email connector then ends the walk at once,
-    // as before webhooks had a room of their own.)
-    // Its own requests only: the event feed shares the connector, and a completion of the
-    // feed's never calls pump(), so counting those could leave rows here with nothing to
-    // wake them.
+    // Webhooks count as full when no webhook row is left, so that a full email connector still
+    // ends the walk at once. Only the dispatcher's own requests count: the event feed shares
+    // the connector, and the feed's completions never call pump(), so counting theirs could
+    // leave rows here with nothing to wake them.
     const bool webhooks_full =
         webhooks_ == nullptr || ready_webhooks_ == 0 || webhooks_in_flight_ >= webhook_room;
     if (email_full && webhooks_full) break;

@@ -39,6 +39,16 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
+// Given up before any answer (cancelled, or too late to start): no attempt of the schedule.
+WebhookResult abandoned(std::int64_t id, std::string detail) {
+  WebhookResult result;
+  result.id = id;
+  result.verdict = WebhookVerdict::retry;
+  result.abandoned = true;
+  result.detail = std::move(detail);
+  return result;
+}
+
 // Enough of an error page to tell a proxy's HTML from the receiver's JSON in `detail`.
 constexpr std::size_t kDetailBodyBytes = 200;
 
@@ -228,12 +238,7 @@ void Connector::cancel_all() {
   curl_multi_wakeup(multi_);
   std::weak_ptr<int> alive = alive_;
   for (auto& [ticket, pending] : cancelled) {
-    WebhookResult result;
-    result.id = pending.id;
-    result.verdict = WebhookVerdict::retry;
-    result.abandoned = true;
-    result.detail = "cancelled before the endpoint answered";
-    pending.done(std::move(result));
+    pending.done(abandoned(pending.id, "cancelled before the endpoint answered"));
     if (alive.expired()) return;
   }
 }
@@ -280,12 +285,9 @@ void Connector::run() {
       auto t = std::move(waiting_.front());
       waiting_.pop_front();
       if (SteadyClock::now() > t->request.deadline) {
-        WebhookResult result;
-        result.id = t->request.id;
-        result.verdict = WebhookVerdict::retry;
-        result.abandoned = true;
-        result.detail = "not started: its deadline passed while it waited for a connection";
-        report(t->ticket, std::move(result));
+        report(t->ticket,
+               abandoned(t->request.id,
+                         "not started: its deadline passed while it waited for a connection"));
         continue;
       }
       start(std::move(t));

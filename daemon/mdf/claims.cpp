@@ -34,8 +34,7 @@ std::chrono::year_month_day parse_date(std::string_view text, const std::string&
   return day;
 }
 
-// Ids travel into reasons, file names of nobody and CSV cells: printable ASCII without spaces
-// keeps every one of them unambiguous.
+// Letters, digits, '-', '_' and '.': an id no spreadsheet can make a working formula of.
 bool plain_id(std::string_view value) {
   return std::all_of(value.begin(), value.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
@@ -56,6 +55,8 @@ void check_not_formula(const std::string& value, const std::string& where) {
                               "run it as a formula");
 }
 
+// Ids travel into reasons, file names of nobody and CSV cells: printable ASCII without spaces
+// keeps every one of them unambiguous.
 void check_id(const std::string& value, const std::string& where, bool lower_dash_only) {
   if (value.empty()) throw InputError(where, "must not be empty");
   if (value.size() > 200) throw InputError(where, "is longer than 200 characters");
